@@ -1,0 +1,185 @@
+"""SSH channel to the guest's dropbear, through QEMU's user-network port forward."""
+
+from __future__ import annotations
+
+import base64
+import io
+import select
+import socket
+import time
+from collections.abc import Sequence
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import ChannelError, CommandFailed, CommandResult, command_text
+
+
+def new_client_key() -> paramiko.Ed25519Key:
+    """A fresh ed25519 key for one run (paramiko cannot generate ed25519 keys itself)."""
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """Accept exactly the host key the guest printed on its console, nothing else."""
+
+    def __init__(self, expected_b64: str | None) -> None:
+        self.expected = expected_b64
+
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+        if self.expected is None:
+            return
+        if key.get_base64() != self.expected:
+            raise paramiko.SSHException(
+                f"guest host key mismatch: console said {self.expected[:16]}..., "
+                f"server offered {key.get_base64()[:16]}..."
+            )
+
+
+class SSHChannel:
+    name = "ssh"
+
+    def __init__(self, host: str, port: int, key: paramiko.PKey, host_key: str | None = None,
+                 user: str = "root") -> None:
+        self.host = host
+        self.port = port
+        self.key = key
+        self.host_key = host_key
+        self.user = user
+        self.client: paramiko.SSHClient | None = None
+
+    @property
+    def authorized_key(self) -> str:
+        """The base64 blob of the public key, for the guest's authorized_keys."""
+        return self.key.get_base64()
+
+    def connect(self, timeout: float = 20.0) -> None:
+        """Connect, retrying while the guest's port is not answering yet, until `timeout`."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(_PinnedHostKey(self.host_key))
+            try:
+                client.connect(
+                    self.host, port=self.port, username=self.user, pkey=self.key,
+                    allow_agent=False, look_for_keys=False,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    banner_timeout=max(1.0, deadline - time.monotonic()),
+                    auth_timeout=10,
+                )
+                transport = client.get_transport()
+                assert transport is not None
+                transport.set_keepalive(5)
+                self.client = client
+                return
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                last = exc
+                client.close()
+                time.sleep(0.05)
+        raise ChannelError(f"SSH to {self.host}:{self.port} failed within {timeout:.0f}s: {last}")
+
+    def run(self, cmd: str | Sequence[str], timeout: float | None = 60.0,
+            stdin: str | bytes | None = None, check: bool = False) -> CommandResult:
+        """Run a shell command in the guest; collect stdout, stderr, the exit status."""
+        if self.client is None:
+            raise ChannelError("SSH channel is not connected")
+        text = command_text(cmd)
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ChannelError("SSH connection to the guest is gone")
+        start = time.monotonic()
+        try:
+            chan = transport.open_session(timeout=10)
+            chan.exec_command(text)
+            if stdin is not None:
+                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+            chan.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ChannelError(f"SSH exec failed for {text!r}: {exc}") from exc
+        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else start + timeout
+        timed_out = False
+        try:
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and chan.eof_received:
+                    break
+                if chan.closed:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    timed_out = True
+                    break
+                # paramiko's channel fileno() is a pipe set when stdout, stderr or EOF arrives.
+                select.select([chan], [], [], 1.0 if remaining is None else min(remaining, 1.0))
+            status = -1 if timed_out else chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+            raise ChannelError(f"SSH connection lost while running {text!r}: {exc}") from exc
+        finally:
+            chan.close()
+        result = CommandResult(
+            command=text, exit_status=status, stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"), duration=time.monotonic() - start,
+            timed_out=timed_out,
+        )
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+    def interactive(self) -> int:
+        """An interactive shell on the caller's terminal; returns the shell's exit status."""
+        if self.client is None:
+            raise ChannelError("SSH channel is not connected")
+        import os
+        import sys
+        import termios
+        import tty
+
+        chan = self.client.invoke_shell(term=os.environ.get("TERM", "vt100"),
+                                        width=os.get_terminal_size().columns,
+                                        height=os.get_terminal_size().lines)
+        fd = sys.stdin.fileno()
+        old = termios.tcgetattr(fd)
+        try:
+            tty.setraw(fd)
+            while True:
+                ready, _, _ = select.select([chan, fd], [], [])
+                if chan in ready:
+                    data = chan.recv(4096)
+                    if not data:
+                        break
+                    os.write(sys.stdout.fileno(), data)
+                if fd in ready:
+                    data = os.read(fd, 1024)
+                    if not data:
+                        break
+                    chan.sendall(data)
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        return chan.recv_exit_status() if chan.exit_status_ready() else 0
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def host_key_blob(line: str) -> str | None:
+    """The base64 blob of an `ssh-ed25519 AAAA...` line, validated."""
+    parts = line.split()
+    if len(parts) < 2 or parts[0] != "ssh-ed25519":
+        return None
+    try:
+        base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return None
+    return parts[1]

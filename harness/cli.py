@@ -1,0 +1,235 @@
+"""The `kharness` command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import signal
+import sys
+
+from . import hostcmd, images, kernels
+from .events import EventBus, TerminalPrinter
+from .machine import BootError, Machine, MachineConfig, memory_mib
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Unwind like Ctrl-C so every `with Machine` shuts its QEMU down.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _bus(args: argparse.Namespace) -> EventBus:
+    bus = EventBus()
+    bus.subscribe(TerminalPrinter(quiet=getattr(args, "quiet", False)))
+    return bus
+
+
+# --- setup / kernel ---------------------------------------------------------------------------
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    bus = _bus(args)
+    missing = hostcmd.missing_host_packages()
+    if missing:
+        bus.emit("setup.apt", f"installing host packages: {' '.join(missing)}")
+        hostcmd.apt_install(missing)
+    else:
+        bus.emit("setup.apt", "host packages present")
+    specs = args.kernel or list(kernels.DEFAULT_KERNELS)
+    for spec in specs:
+        k = kernels.resolve(spec, bus, refresh=args.refresh)
+        bus.emit("setup.kernel", f"{spec}: {k.release}")
+        images.initrd_for(k, bus)
+    bus.emit("setup.done", f"set up: {', '.join(specs)}; cache in {kernels.kernels_root().parent}")
+    return 0
+
+
+def cmd_kernel_fetch(args: argparse.Namespace) -> int:
+    bus = _bus(args)
+    for spec in args.spec:
+        k = kernels.resolve(spec, bus, refresh=True)
+        print(f"{spec}\t{k.release}\t{k.vmlinux}")
+    return 0
+
+
+def cmd_kernel_list(args: argparse.Namespace) -> int:
+    cached = kernels.cached_kernels()
+    if not cached:
+        print("no kernels cached: run `kharness setup` or `kharness kernel fetch debian:6.1`",
+              file=sys.stderr)
+        return 0
+    header = ["SPEC", "RELEASE", *kernels.FLAGS, "SIZE"]
+    rows = []
+    for k in cached:
+        size = kernels.disk_usage(k.vmlinux.parent)
+        rows.append([k.spec, k.release, *k.flags().values(), f"{size / 2**20:.0f}M"])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    print("flags: y built in, m module, n not set, - no such option in this kernel "
+          "(MEMCG_V1/CPUSETS_V1 before 6.11: v1 comes with MEMCG/CPUSETS)")
+    return 0
+
+
+# --- machines -------------------------------------------------------------------------------
+
+def _machine_config(args: argparse.Namespace, bus: EventBus) -> MachineConfig:
+    if not shutil.which("qemu-system-x86_64"):
+        raise UsageError("qemu-system-x86_64 not found: run `kharness setup` "
+                         "(or apt-get install qemu-system-x86)")
+    try:
+        memory_mib(args.memory)
+        if args.swap:
+            memory_mib(args.swap)
+    except ValueError:
+        raise UsageError(f"bad size {args.memory!r}/{args.swap!r}: use e.g. 512M, 1G") from None
+    kernel = kernels.resolve(args.kernel, bus)
+    initrd = images.initrd_for(kernel, bus)
+    return MachineConfig(
+        kernel=kernel, initrd=initrd, memory=args.memory, cpus=args.cpus,
+        hierarchy=args.hierarchy, swap=args.swap, rdma=args.rdma,
+        accel=args.accel, boot_timeout=args.boot_timeout,
+    )
+
+
+def _report_boot(vm: Machine, bus: EventBus) -> None:
+    for name, status in sorted(vm.info.controllers.items()):
+        if not status.available:
+            bus.emit("machine.warning", f"{vm.config.hierarchy} {name} controller unavailable on "
+                     f"{vm.config.kernel.release}: {status.reason}")
+    for problem in vm.info.problems:
+        bus.emit("machine.warning", f"guest setup problem on {vm.config.kernel.release}: "
+                 f"{problem}")
+    failure = vm.console.failures
+    if failure:
+        bus.emit("machine.warning", f"kernel reported {len(failure)} problem(s): "
+                 f"{failure[0].line.strip()}")
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise UsageError("no command: kharness exec --kernel SPEC -- CMD ARGS...")
+    bus = _bus(args)
+    config = _machine_config(args, bus)
+    command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
+    with Machine(config, bus) as vm:
+        _report_boot(vm, bus)
+        assert vm.ssh is not None
+        stdin = None if sys.stdin.isatty() or not args.stdin else sys.stdin.buffer.read()
+        bus.emit("exec.run", f"running: {command}")
+        result = vm.ssh.run(command, timeout=args.timeout, stdin=stdin)
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(result.stderr)
+        sys.stderr.flush()
+        if result.timed_out:
+            bus.emit("exec.error", f"command timed out after {args.timeout}s")
+            return 124
+        new_failures = vm.console.failures
+        if new_failures:
+            bus.emit("exec.warning", f"console: {new_failures[0].line.strip()} "
+                     f"(console log: {vm.console_log})")
+    return result.exit_status if result.exit_status >= 0 else 255
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    bus = _bus(args)
+    config = _machine_config(args, bus)
+    with Machine(config, bus) as vm:
+        _report_boot(vm, bus)
+        assert vm.ssh is not None
+        return vm.ssh.interactive()
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", required=True, help="kernel spec: debian:6.1, debian:6.12, "
+                   "debian:6.1.0-56, path:/x/bzImage[,modules=DIR]")
+    p.add_argument("--hierarchy", choices=["v1", "v2", "none"], default="v2",
+                   help="cgroup hierarchy mounted at boot (default v2)")
+    p.add_argument("--memory", default="512M", help="guest memory (default 512M)")
+    p.add_argument("--swap", help="zram swap size, e.g. 256M (default: no swap)")
+    p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
+    p.add_argument("--rdma", action="store_true", help="create a soft-RoCE device rxe0 on eth0")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+                   help="accelerator (default auto: KVM only if a probe boots under it)")
+    p.add_argument("--boot-timeout", type=float, default=90.0, help="seconds (default 90)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kharness", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("setup", help="install host packages, fetch the default kernels, "
+                       "build the guest image (idempotent)")
+    p.add_argument("--kernel", action="append", help="kernel spec (default: debian:6.1 and "
+                   "debian:6.12); repeat for several")
+    p.add_argument("--refresh", action="store_true",
+                   help="look for newer Debian kernels even when one is cached")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("kernel", help="fetch or list kernels")
+    ksub = p.add_subparsers(dest="kcmd", required=True, parser_class=_Parser)
+    kp = ksub.add_parser("fetch", help="fetch the newest kernel of a spec into the cache")
+    kp.add_argument("spec", nargs="+")
+    kp.add_argument("-q", "--quiet", action="store_true")
+    kp.set_defaults(func=cmd_kernel_fetch)
+    kp = ksub.add_parser("list", help="cached kernels with the config flags that matter")
+    kp.set_defaults(func=cmd_kernel_list)
+
+    p = sub.add_parser("exec", help="boot a kernel, run one command over SSH, shut down; "
+                       "exits with the command's status")
+    _add_machine_options(p)
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="command timeout in seconds (default 600); exit 124 when hit")
+    p.add_argument("--stdin", action="store_true", help="pass this process' stdin to the command")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("shell", help="boot a kernel and open an interactive shell over SSH")
+    _add_machine_options(p)
+    p.set_defaults(func=cmd_shell)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "command", None) and args.command[0] == "--":
+            args.command = args.command[1:]
+        return args.func(args)
+    except UsageError as exc:
+        print(f"kharness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except kernels.KernelSpecError as exc:
+        print(f"kharness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BootError as exc:
+        print(f"kharness: {exc}", file=sys.stderr)
+        return 3
+    except (hostcmd.HostCommandError, images.ImageError) as exc:
+        print(f"kharness: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kharness: interrupted; machines stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

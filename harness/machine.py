@@ -1,0 +1,483 @@
+"""One QEMU process running one kernel: launch, console, readiness, shutdown.
+
+    with Machine(MachineConfig(kernel, initrd), bus) as vm:
+        vm.ssh.run("uname -r")
+
+The machine owns the console stream: one reader thread writes every byte to the console log,
+feeds the console parser (markers, panic/oops detection) and copies it to the serial channel.
+It leaves the talking to its channels (SSH, serial). Whatever happens (exception, SIGINT,
+SIGTERM, or the harness itself killed: PR_SET_PDEATHSIG), QEMU does not outlive it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .channels.serial import SerialChannel
+from .channels.ssh import SSHChannel, host_key_blob, new_client_key
+from .console import ConsoleEvent, ConsoleEventKind, ConsoleParser, classify
+from .events import EventBus
+from .kernels import Kernel
+from .paths import cache_dir
+
+QEMU = "qemu-system-x86_64"
+
+# v1 controllers that newer kernels only offer behind a config option (absent before 6.11).
+V1_CONFIG = {"memory": "CONFIG_MEMCG_V1", "cpuset": "CONFIG_CPUSETS_V1"}
+
+
+class BootError(RuntimeError):
+    """The guest did not become ready. Carries the argv, QEMU's exit code and the console tail."""
+
+    def __init__(self, reason: str, argv: list[str], exit_code: int | None, console_tail: str,
+                 console_log: Path | None = None, failure: str | None = None) -> None:
+        self.reason = reason
+        self.argv = argv
+        self.exit_code = exit_code
+        self.console_tail = console_tail
+        self.console_log = console_log
+        self.failure = failure  # "panic", "oops"... when the console shows why
+        code = "still running" if exit_code is None else f"exit code {exit_code}"
+        super().__init__(
+            f"boot failed: {reason} (qemu {code})\n"
+            f"argv: {shlex.join(argv)}\n"
+            + (f"console log: {console_log}\n" if console_log else "")
+            + "console tail:\n" + console_tail
+        )
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    name: str
+    available: bool
+    reason: str = ""
+
+
+@dataclass
+class MachineConfig:
+    kernel: Kernel
+    initrd: Path
+    memory: str = "512M"
+    cpus: int = 2
+    hierarchy: str = "v2"  # v1, v2 or none
+    swap: str | None = None  # zram size, e.g. "256M"
+    rdma: bool = False
+    module_groups: tuple[str, ...] = ()
+    accel: str = "auto"  # auto, kvm or tcg
+    cmdline: tuple[str, ...] = ()
+    boot_timeout: float = 90.0
+    workdir: Path | None = None  # console log and QEMU stderr go here
+    qemu: str = QEMU
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass
+class BootInfo:
+    """What the guest reported while booting, from its console markers."""
+
+    markers: list[ConsoleEvent] = field(default_factory=list)
+    controllers: dict[str, ControllerStatus] = field(default_factory=dict)
+    swap: str | None = None
+    rdma: str | None = None
+    boot_seconds: float = 0.0
+    ready_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def _set_pdeathsig() -> None:
+    """In the child: its own session, and SIGKILL when the harness dies, whatever kills it."""
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory_mib(size: str) -> int:
+    """`512M`, `1G`, `2048` (MiB) -> MiB."""
+    text = size.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    if text and text[-1] in mult:
+        return int(float(text[:-1]) * mult[text[-1]])
+    return int(text)
+
+
+class Machine:
+    def __init__(self, config: MachineConfig, bus: EventBus) -> None:
+        self.config = config
+        self.bus = bus
+        self.key = new_client_key()
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.console = ConsoleParser()
+        self.info = BootInfo()
+        self.ssh: SSHChannel | None = None
+        self.serial: SerialChannel | None = None
+        self.accel = config.accel
+        self._own_workdir = config.workdir is None
+        self.workdir = config.workdir or Path(
+            os.path.join(cache_dir(), "runs", f"machine-{os.getpid()}-{self.port}"))
+        self.console_log = self.workdir / "console.log"
+        self._cond = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._serial_peer: socket.socket | None = None
+        self._eof = False
+        self._start_time = 0.0
+
+    # --- argv ------------------------------------------------------------------------------
+
+    def kernel_cmdline(self) -> list[str]:
+        c = self.config
+        args = ["console=ttyS0", "loglevel=5", "panic=-1", "oops=panic" if False else "",
+                f"kharness.authkey={self.key.get_base64()}", f"kharness.hierarchy={c.hierarchy}"]
+        if c.swap:
+            args.append(f"kharness.swap={c.swap}")
+        if c.rdma:
+            args.append("kharness.rdma=1")
+        if c.module_groups:
+            args.append("kharness.modules=" + ",".join(c.module_groups))
+        args.extend(c.cmdline)
+        return [a for a in args if a]
+
+    def argv(self) -> list[str]:
+        c = self.config
+        accel = self.accel if self.accel != "auto" else "tcg"
+        return [
+            c.qemu, "-nodefaults", "-no-user-config", "-display", "none",
+            "-accel", accel, "-cpu", "max", "-smp", str(c.cpus), "-m", c.memory,
+            "-kernel", str(c.kernel.vmlinux), "-initrd", str(c.initrd),
+            "-append", " ".join(self.kernel_cmdline()),
+            "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+            "-device", "virtio-net-pci,netdev=net0,romfile=",
+            "-device", "virtio-rng-pci",
+            "-no-reboot",
+            *c.extra_args,
+        ]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Machine:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.accel == "auto":
+            self.accel = detect_accel(self.config, self.bus)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = self.argv()
+        (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
+        self.bus.emit("machine.boot", f"booting {self.config.kernel.release} "
+                      f"({self.accel}, {self.config.hierarchy}, {self.config.memory})",
+                      argv=argv, release=self.config.kernel.release)
+        self._start_time = time.monotonic()
+        self._launch(argv)
+        self._wait_ready(argv)
+        host_key = next((host_key_blob(m.payload) for m in self.info.markers
+                         if m.name == "hostkey"), None)
+        self.ssh = SSHChannel("127.0.0.1", self.port, self.key, host_key=host_key)
+        try:
+            self.ssh.connect(timeout=max(5.0, self._remaining()))
+        except Exception as exc:
+            raise self._boot_error(f"SSH did not come up: {exc}", argv) from exc
+        self.info.ready_seconds = time.monotonic() - self._start_time
+        self.bus.emit("machine.ready", f"{self.config.kernel.release} ready over SSH in "
+                      f"{self.info.ready_seconds:.1f}s", seconds=self.info.ready_seconds)
+
+    def _remaining(self) -> float:
+        return self._start_time + self.config.boot_timeout - time.monotonic()
+
+    def _launch(self, argv: list[str]) -> None:
+        stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                preexec_fn=_set_pdeathsig,
+            )
+        except FileNotFoundError:
+            raise BootError(f"{argv[0]} not found: run `kharness setup` "
+                            "(apt-get install qemu-system-x86)", argv, None, "") from None
+        finally:
+            stderr.close()
+        ours, theirs = socket.socketpair()
+        # The reader must never block on the serial copy (nobody reads it until the serial
+        # channel is used): the copy is dropped when its buffer is full, the log keeps all.
+        ours.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self._serial_peer = ours
+        self.serial = SerialChannel(theirs)
+        self._reader = threading.Thread(target=self._read_console, name="console", daemon=True)
+        self._reader.start()
+        threading.Thread(target=self._write_console, name="console-in", daemon=True).start()
+
+    def _read_console(self) -> None:
+        """The one console reader: log file, parser, serial channel copy."""
+        assert self.proc and self.proc.stdout
+        fd = self.proc.stdout.fileno()
+        with open(self.console_log, "ab", buffering=0) as log:
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                log.write(data)
+                events = self.console.feed(data.decode("utf-8", errors="replace"))
+                if self._serial_peer is not None:
+                    try:
+                        self._serial_peer.send(data)
+                    except OSError:  # BlockingIOError when full: drop the copy
+                        pass
+                if events:
+                    for ev in events:
+                        if ev.kind != ConsoleEventKind.MARKER:
+                            self.bus.emit(f"console.{ev.kind.name.lower()}",
+                                          f"console: {ev.line.strip()}", line=ev.line)
+                    with self._cond:
+                        self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def _write_console(self) -> None:
+        """What the serial channel writes goes to QEMU's stdin (the guest's ttyS0)."""
+        assert self.proc and self.proc.stdin and self._serial_peer
+        peer = self._serial_peer
+        while True:
+            try:
+                select.select([peer], [], [])
+                data = peer.recv(4096)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                return
+
+    def _wait_ready(self, argv: list[str]) -> None:
+        deadline = self._start_time + self.config.boot_timeout
+        with self._cond:
+            while True:
+                if any(e.kind == ConsoleEventKind.MARKER and e.name == "ready"
+                       for e in self.console.events):
+                    break
+                failure = classify(self.console.failures)
+                if failure == "panic":
+                    raise self._boot_error("kernel panic during boot", argv, failure)
+                if self._eof:
+                    self.proc.wait(timeout=5) if self.proc else None
+                    raise self._boot_error("QEMU exited before the guest was ready", argv,
+                                           failure)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._boot_error(
+                        f"no ready marker within {self.config.boot_timeout:.0f}s", argv, failure)
+                self._cond.wait(min(remaining, 1.0))
+        self.info.boot_seconds = time.monotonic() - self._start_time
+        self._collect_markers()
+
+    def _collect_markers(self) -> None:
+        info = self.info
+        info.markers = [e for e in self.console.events if e.kind == ConsoleEventKind.MARKER]
+        config = self.config.kernel.config_values()
+        for m in info.markers:
+            words = m.payload.split()
+            if m.name == "cgroup" and len(words) >= 2:
+                version = words[0]
+                if version == "v1" and words[1] == "mounted":
+                    for c in words[2:]:
+                        info.controllers[c] = ControllerStatus(c, True)
+                elif version == "v1" and len(words) >= 3 and words[2] == "fail":
+                    name = words[1]
+                    reason = " ".join(words[3:])
+                    option = V1_CONFIG.get(name)
+                    if option and config.get(option) == "n":
+                        reason = (f"{option} is not set in {self.config.kernel.release}"
+                                  f" (mount -t cgroup -o {name}: {reason})")
+                    info.controllers[name] = ControllerStatus(name, False, reason)
+                elif version == "v2" and words[1] == "enabled":
+                    for c in words[2:]:
+                        info.controllers[c] = ControllerStatus(c, True)
+                elif version == "v2" and len(words) >= 3 and words[2] == "fail":
+                    info.controllers[words[1]] = ControllerStatus(words[1], False,
+                                                                  " ".join(words[3:]))
+            elif m.name == "swap":
+                info.swap = m.payload
+                if m.payload.startswith("fail"):
+                    info.problems.append(f"swap: {m.payload}")
+            elif m.name == "rdma":
+                info.rdma = m.payload
+                if m.payload.startswith("fail"):
+                    info.problems.append(f"rdma: {m.payload}")
+            elif m.name in ("module", "net", "sshd") and "fail" in words:
+                info.problems.append(f"{m.name}: {m.payload}")
+
+    def _boot_error(self, reason: str, argv: list[str], failure: str | None = None) -> BootError:
+        exit_code = self.proc.poll() if self.proc else None
+        return BootError(reason, argv, exit_code, self.console_tail(), self.console_log,
+                         failure=failure or classify(self.console.failures))
+
+    def console_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    def stop(self, soft_timeout: float = 5.0) -> int | None:
+        """Soft first (poweroff in the guest), then hard (SIGTERM, SIGKILL). Idempotent."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            soft = False
+            if self.ssh is not None and self.ssh.client is not None:
+                try:
+                    self.ssh.run("poweroff", timeout=2)
+                    soft = True
+                except Exception:  # noqa: BLE001 - the guest may be gone; go hard
+                    pass
+            elif self.serial is not None and self.info.markers:
+                try:
+                    self.serial.send("poweroff -f\n")
+                    soft = True
+                except OSError:
+                    pass
+            if soft:
+                try:
+                    proc.wait(timeout=soft_timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+                if proc.poll() is not None:
+                    break
+                try:
+                    proc.send_signal(sig)
+                    proc.wait(timeout=wait)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    pass
+            self.bus.emit("machine.stopped", f"{self.config.kernel.release} stopped "
+                          f"({'soft' if soft else 'hard'})", exit_code=proc.returncode)
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        if self.serial is not None:
+            self.serial.close()
+            self.serial = None
+        if self._serial_peer is not None:
+            try:
+                self._serial_peer.close()
+            except OSError:
+                pass
+            self._serial_peer = None
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    if stream:
+                        stream.close()
+                except OSError:
+                    pass
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        return proc.returncode if proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+# --- accelerator ---------------------------------------------------------------------------------
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def detect_accel(config: MachineConfig, bus: EventBus, timeout: float = 8.0) -> str:
+    """`kvm` only when a real guest boots to /init under KVM here, else `tcg`.
+
+    /dev/kvm can exist and still hang a Linux guest (it does on these machines), so the probe
+    boots the kernel under test with `kharness.probe` and waits for the init marker, with a
+    short timeout. The verdict is cached for this host boot (boot_id) and QEMU binary.
+    `KHARNESS_ACCEL=tcg|kvm` overrides it.
+    """
+    forced = os.environ.get("KHARNESS_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return forced
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+    except OSError as exc:
+        bus.emit("accel.tcg", f"using TCG: /dev/kvm unusable ({exc.strerror})")
+        return "tcg"
+    cache_file = cache_dir() / "accel.json"
+    qemu_path = subprocess.run(["which", config.qemu], capture_output=True, text=True).stdout
+    key = f"{_boot_id()}:{qemu_path.strip()}"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return cached["accel"]
+    except (OSError, ValueError):
+        pass
+    probe_cfg = MachineConfig(
+        kernel=config.kernel, initrd=config.initrd, memory="256M", cpus=1, hierarchy="none",
+        accel="kvm", cmdline=("kharness.probe=1",), boot_timeout=timeout,
+        workdir=cache_dir() / "runs" / f"kvm-probe-{os.getpid()}", qemu=config.qemu,
+    )
+    probe = Machine(probe_cfg, bus)
+    verdict, why = "tcg", ""
+    try:
+        probe.workdir.mkdir(parents=True, exist_ok=True)
+        probe._start_time = time.monotonic()
+        probe._launch(probe.argv())
+        with probe._cond:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if any(e.name == "init" for e in probe.console.events
+                       if e.kind == ConsoleEventKind.MARKER):
+                    verdict = "kvm"
+                    break
+                if probe._eof:
+                    break
+                probe._cond.wait(0.5)
+        if verdict == "tcg":
+            err = (probe.workdir / "qemu.stderr").read_text(errors="replace").strip()
+            why = err.splitlines()[0] if err else f"no guest output within {timeout:.0f}s"
+    finally:
+        probe.stop(soft_timeout=0.5)
+        import shutil
+
+        shutil.rmtree(probe.workdir, ignore_errors=True)
+    if verdict == "tcg":
+        bus.emit("accel.tcg", f"using TCG: a KVM guest did not boot here ({why})")
+    cache_file.write_text(json.dumps({"key": key, "accel": verdict, "why": why}))
+    return verdict

@@ -1,0 +1,120 @@
+/*
+ * memhog - allocate and touch anonymous memory, reporting progress.
+ *
+ *   memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-f] MIB
+ *
+ * Maps MIB MiB of private anonymous memory, STEP_MIB MiB per mmap() call
+ * (default 1), and writes to every page so it is really charged to the
+ * memory cgroup.  After each step it prints `reached_mib=N` (flushed), so a
+ * run that the kernel OOM-kills shows how far it got.  At the end it prints
+ * `done mib=N`, then holds the memory for HOLD_SECONDS (default 0, fractions
+ * allowed).
+ *
+ * -f fills every page with xorshift64 output instead of a single non-zero
+ * byte, so zram/zswap cannot compress the pages to (almost) nothing.
+ *
+ * If mmap() fails: `error=ENOMEM at_mib=N` (N = MiB mapped so far), exit 1.
+ * Exit 2 on usage errors.
+ *
+ * Build: gcc -static -Wall -o memhog memhog.c   (no -O2: keep the stores)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "errname.h"
+
+#define MIB (1024UL * 1024UL)
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-f] MIB\n");
+	exit(2);
+}
+
+static uint64_t xorshift64(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*state = x;
+	return x;
+}
+
+/* Write to every page of [p, p+len); volatile so no compiler drops a store. */
+static void touch(unsigned char *p, size_t len, size_t pagesize, int fill, uint64_t *rng)
+{
+	size_t off, i;
+
+	for (off = 0; off < len; off += pagesize) {
+		if (fill) {
+			volatile uint64_t *w = (volatile uint64_t *)(p + off);
+
+			for (i = 0; i < pagesize / sizeof(uint64_t); i++)
+				w[i] = xorshift64(rng);
+		} else {
+			volatile unsigned char *b = p + off;
+
+			/* non-zero so the page is not a zero page / same-filled */
+			*b = (unsigned char)(1 + (off / pagesize) % 255);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long total_mib, step_mib = 1, reached = 0, this_mib;
+	double hold = 0.0;
+	int fill = 0, opt;
+	long ps;
+	uint64_t rng = 0x9e3779b97f4a7c15ULL;
+	void *p;
+
+	while ((opt = getopt(argc, argv, "s:t:f")) != -1) {
+		switch (opt) {
+		case 's':
+			if (parse_ulong(optarg, &step_mib) != 0 || step_mib == 0)
+				usage();
+			break;
+		case 't':
+			if (parse_seconds(optarg, &hold) != 0)
+				usage();
+			break;
+		case 'f':
+			fill = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc - 1 || parse_ulong(argv[optind], &total_mib) != 0)
+		usage();
+	if (total_mib > SIZE_MAX / MIB || step_mib > SIZE_MAX / MIB)
+		usage();
+
+	ps = sysconf(_SC_PAGESIZE);
+	if (ps <= 0)
+		ps = 4096;
+
+	while (reached < total_mib) {
+		this_mib = total_mib - reached;
+		if (this_mib > step_mib)
+			this_mib = step_mib;
+		p = mmap(NULL, this_mib * MIB, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			emit("error=%s at_mib=%lu\n", errname(errno), reached);
+			return 1;
+		}
+		touch(p, this_mib * MIB, (size_t)ps, fill, &rng);
+		reached += this_mib;
+		emit("reached_mib=%lu\n", reached);
+	}
+	emit("done mib=%lu\n", reached);
+	sleep_seconds(hold);
+	return 0;
+}

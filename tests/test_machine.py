@@ -1,0 +1,72 @@
+"""Machine argv and boot-marker interpretation, without booting (see test_integration.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.events import EventBus
+from harness.kernels import Kernel
+from harness.machine import Machine, MachineConfig, memory_mib
+
+
+def _machine(tmp_path: Path, config_text: str = "", **kw) -> Machine:
+    cfg = tmp_path / "config"
+    cfg.write_text(config_text)
+    kernel = Kernel(spec="debian:6.12.117+deb12", release="6.12.117+deb12-amd64",
+                    vmlinux=tmp_path / "vmlinux", config=cfg, modules_dir=None)
+    return Machine(MachineConfig(kernel=kernel, initrd=tmp_path / "initrd.cpio",
+                                 workdir=tmp_path / "run", accel="tcg", **kw), EventBus())
+
+
+def test_argv_is_a_list_with_pvh_boot_and_loopback_forward(tmp_path):
+    vm = _machine(tmp_path, memory="1G", hierarchy="v1", swap="256M")
+    argv = vm.argv()
+    assert argv[0] == "qemu-system-x86_64"
+    assert all(isinstance(a, str) for a in argv)
+    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinux")
+    assert argv[argv.index("-initrd") + 1] == str(tmp_path / "initrd.cpio")
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-m") + 1] == "1G"
+    assert f"hostfwd=tcp:127.0.0.1:{vm.port}-:22" in argv[argv.index("-netdev") + 1]
+    append = argv[argv.index("-append") + 1].split()
+    assert "console=ttyS0" in append
+    assert "kharness.hierarchy=v1" in append
+    assert "kharness.swap=256M" in append
+    assert f"kharness.authkey={vm.key.get_base64()}" in append
+    assert "-no-reboot" in argv
+
+
+def test_each_machine_gets_its_own_key_and_port(tmp_path):
+    a, b = _machine(tmp_path), _machine(tmp_path)
+    assert a.key.get_base64() != b.key.get_base64()
+
+
+@pytest.mark.parametrize(("text", "mib"), [("512M", 512), ("1G", 1024), ("2048", 2048),
+                                           ("1.5G", 1536), ("256MiB", 256)])
+def test_memory_sizes(text, mib):
+    assert memory_mib(text) == mib
+
+
+def test_v1_failures_are_explained_with_the_config(tmp_path):
+    vm = _machine(tmp_path, "CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\n", hierarchy="v1")
+    log = (
+        "KHARNESS:init 6.12.117+deb12-amd64\n"
+        "KHARNESS:cgroup v1 memory fail Invalid argument (dmesg: cgroup: Unknown subsys name "
+        "'memory')\n"
+        "KHARNESS:cgroup v1 mounted pids rdma cpu cpuacct\n"
+        "KHARNESS:swap zram0 268435456\n"
+        "KHARNESS:ready\n"
+    )
+    vm.console.feed(log)
+    vm._collect_markers()
+    memory = vm.info.controllers["memory"]
+    assert not memory.available
+    assert "CONFIG_MEMCG_V1 is not set in 6.12.117+deb12-amd64" in memory.reason
+    assert "Unknown subsys name 'memory'" in memory.reason
+    assert vm.info.controllers["pids"].available
+    assert vm.info.controllers["cpu"].available
+    assert vm.info.swap == "zram0 268435456"
+    assert vm.info.problems == []
