@@ -26,7 +26,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _bus(args: argparse.Namespace) -> EventBus:
     bus = EventBus()
-    bus.subscribe(TerminalPrinter(quiet=getattr(args, "quiet", False)))
+    bus.subscribe(TerminalPrinter(quiet=getattr(args, "quiet", False),
+                                  verbose=getattr(args, "verbose", False)))
     return bus
 
 
@@ -161,6 +162,7 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="accelerator (default auto: KVM only if a probe boots under it)")
     p.add_argument("--boot-timeout", type=float, default=90.0, help="seconds (default 90)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="also console markers, timings")
 
 
 class _Parser(argparse.ArgumentParser):

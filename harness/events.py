@@ -49,13 +49,17 @@ class EventBus:
 class TerminalPrinter:
     """Prints events as `kharness: <message>` lines on stderr, with the time since start."""
 
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
+                 verbose: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        self.verbose = verbose
         self.start = time.monotonic()
 
     def __call__(self, event: Event) -> None:
         if self.quiet and not event.kind.endswith((".warning", ".error")):
+            return
+        if event.kind.startswith("debug.") and not self.verbose:
             return
         elapsed = time.monotonic() - self.start
         print(f"kharness [{elapsed:6.1f}s] {event.message}", file=self.stream, flush=True)

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,7 +130,10 @@ class Machine:
         self.ssh: SSHChannel | None = None
         self.serial: SerialChannel | None = None
         self.accel = config.accel
+        # A workdir the caller did not choose is removed after a clean run, kept otherwise.
         self._own_workdir = config.workdir is None
+        self.keep_workdir = False
+        self._booted = False
         self.workdir = config.workdir or Path(
             os.path.join(cache_dir(), "runs", f"machine-{os.getpid()}-{self.port}"))
         self.console_log = self.workdir / "console.log"
@@ -138,6 +142,7 @@ class Machine:
         self._serial_peer: socket.socket | None = None
         self._eof = False
         self._start_time = 0.0
+        self.marker_times: dict[str, float] = {}  # first time each marker was seen, since launch
 
     # --- argv ------------------------------------------------------------------------------
 
@@ -203,6 +208,7 @@ class Machine:
         except Exception as exc:
             raise self._boot_error(f"SSH did not come up: {exc}", argv) from exc
         self.info.ready_seconds = time.monotonic() - self._start_time
+        self._booted = True
         self.bus.emit("machine.ready", f"{self.config.kernel.release} ready over SSH in "
                       f"{self.info.ready_seconds:.1f}s", seconds=self.info.ready_seconds)
 
@@ -253,7 +259,11 @@ class Machine:
                         pass
                 if events:
                     for ev in events:
-                        if ev.kind != ConsoleEventKind.MARKER:
+                        if ev.kind == ConsoleEventKind.MARKER:
+                            elapsed = time.monotonic() - self._start_time
+                            self.marker_times.setdefault(ev.name, elapsed)
+                            self.bus.emit("debug.marker", f"{elapsed:5.2f}s {ev.line.strip()}")
+                        else:
                             self.bus.emit(f"console.{ev.kind.name.lower()}",
                                           f"console: {ev.line.strip()}", line=ev.line)
                     with self._cond:
@@ -361,7 +371,7 @@ class Machine:
             soft = False
             if self.ssh is not None and self.ssh.client is not None:
                 try:
-                    self.ssh.run("poweroff", timeout=2)
+                    self.ssh.start("poweroff -f")
                     soft = True
                 except Exception:  # noqa: BLE001 - the guest may be gone; go hard
                     pass
@@ -407,6 +417,9 @@ class Machine:
                     pass
         if self._reader is not None:
             self._reader.join(timeout=2)
+        if self._own_workdir and self._booted and not self.keep_workdir \
+                and not self.console.failures:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode if proc else None
 
     def alive(self) -> bool:
@@ -474,8 +487,6 @@ def detect_accel(config: MachineConfig, bus: EventBus, timeout: float = 8.0) -> 
             why = err.splitlines()[0] if err else f"no guest output within {timeout:.0f}s"
     finally:
         probe.stop(soft_timeout=0.5)
-        import shutil
-
         shutil.rmtree(probe.workdir, ignore_errors=True)
     if verdict == "tcg":
         bus.emit("accel.tcg", f"using TCG: a KVM guest did not boot here ({why})")

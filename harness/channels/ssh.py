@@ -135,6 +135,18 @@ class SSHChannel:
             raise CommandFailed(result)
         return result
 
+    def start(self, cmd: str | Sequence[str]) -> None:
+        """Start a command and do not wait for it (e.g. `poweroff -f`, which never answers)."""
+        if self.client is None:
+            raise ChannelError("SSH channel is not connected")
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ChannelError("SSH connection to the guest is gone")
+        try:
+            transport.open_session(timeout=5).exec_command(command_text(cmd))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ChannelError(f"SSH exec failed for {cmd!r}: {exc}") from exc
+
     def interactive(self) -> int:
         """An interactive shell on the caller's terminal; returns the shell's exit status."""
         if self.client is None:

@@ -3,11 +3,11 @@
 #
 # Usage: tests/golden/console/capture.sh [NAME...]     (default: every capture listed at the end)
 #
-# Needs: qemu-system-x86_64, busybox-static (/bin/busybox), cpio, xz, gcc-12, and the Debian
-# packages linux-headers-6.1.0-56-amd64 and linux-headers-6.12.117+deb12-amd64 (to build the
-# khcrash test module, a tiny stand-in for lkdtm, which the Debian kernels do not ship).
-# $K must hold vmlinux-$KVER (PVH-bootable ELF) and x/linux-image-$KVER-unsigned/ (the extracted
-# .deb, for null_blk/configfs).  Scratch files go to $WORK; only *.log files land in the repo.
+# Needs: qemu-system-x86_64, busybox-static (/bin/busybox), cpio, gcc-12, and the Debian packages
+# linux-headers-6.1.0-56-amd64 and linux-headers-6.12.117+deb12-amd64 (to build the khcrash test
+# module, a tiny stand-in for lkdtm, which the Debian kernels do not ship: CONFIG_LKDTM unset).
+# $K must hold vmlinux-$KVER (the PVH-bootable ELF from the linux-image-$KVER-unsigned .deb).
+# Scratch files go to $WORK; only the NAME.log files land in this directory.
 # Afterwards regenerate/check the *.expected.json files (see README.md).
 set -euo pipefail
 
@@ -22,7 +22,7 @@ mkdir -p "$WORK"
 # --- the test module -------------------------------------------------------------------------
 build_module() {  # KVER -> $WORK/mod/KVER/khcrash.ko
     local kver=$1 dir=$WORK/mod/$1
-    [ -f "$dir/khcrash.ko" ] && return
+    rm -rf "$dir"
     mkdir -p "$dir"
     echo 'obj-m := khcrash.o' >"$dir/Kbuild"
     cat >"$dir/khcrash.c" <<'MOD'
@@ -30,20 +30,21 @@ build_module() {  # KVER -> $WORK/mod/KVER/khcrash.ko
 /* khcrash: provoke one real kernel report at load time (a tiny stand-in for lkdtm). */
 #include <linux/module.h>
 #include <linux/delay.h>
-#include <linux/jiffies.h>
 #include <linux/preempt.h>
+#include <linux/sched/clock.h>
 #include <linux/string.h>
 
 static char *what = "";
 module_param(what, charp, 0444);
-MODULE_PARM_DESC(what, "warning|oops|gpf|bug|atomic|spin");
+MODULE_PARM_DESC(what, "warning|oops|gpf|bug|atomic|spin|spinirq|hang");
 static int seconds = 30;
 module_param(seconds, int, 0444);
-MODULE_PARM_DESC(seconds, "how long 'spin' spins with preemption disabled");
+MODULE_PARM_DESC(seconds, "how long 'spin' spins (preemption off; 'spinirq': irqs off too) or "
+		 "'hang' sleeps (state D)");
 
 static int __init khcrash_init(void)
 {
-	unsigned long end;
+	u64 end = local_clock() + (u64)seconds * NSEC_PER_SEC;	/* jiffies may stop, see spinirq */
 
 	pr_info("khcrash: provoking '%s'\n", what);
 	if (!strcmp(what, "warning")) {
@@ -59,11 +60,17 @@ static int __init khcrash_init(void)
 		msleep(10);
 		preempt_enable();
 	} else if (!strcmp(what, "spin")) {
-		end = jiffies + seconds * HZ;
 		preempt_disable();
-		while (time_before(jiffies, end))
+		while (local_clock() < end)
 			cpu_relax();
 		preempt_enable();
+	} else if (!strcmp(what, "spinirq")) {
+		local_irq_disable();
+		while (local_clock() < end)
+			cpu_relax();
+		local_irq_enable();
+	} else if (!strcmp(what, "hang")) {
+		msleep(seconds * 1000);	/* TASK_UNINTERRUPTIBLE, no wakeups: a hung task */
 	}
 	pr_info("khcrash: '%s' done\n", what);
 	return 0;
@@ -135,17 +142,22 @@ softlockup)
     echo "KHARNESS:insmod rc=$?"
     ;;
 rcustall)
-    insmod $M/khcrash.ko what=spin seconds=12     # cmdline: rcu_cpu_stall_timeout=4, nosoftlockup
+    # cmdline: rcu_cpu_stall_timeout=4, nosoftlockup.  A CPU spins with preemption off but its
+    # tick still runs: it reports its own stall ("self-detected stall on CPU").
+    insmod $M/khcrash.ko what=spin seconds=12
+    echo "KHARNESS:insmod rc=$?"
+    ;;
+rcustall-irq)
+    # Same, with interrupts off on CPU 1 too: no tick there, so CPU 0 (kept ticking by a busy
+    # loop) reports it ("detected stalls on CPUs/tasks") and NMI-backtraces CPU 1.
+    taskset 1 sh -c 'while :; do :; done' &
+    taskset 2 insmod $M/khcrash.ko what=spinirq seconds=12
     echo "KHARNESS:insmod rc=$?"
     ;;
 hungtask)
     echo 5 > /proc/sys/kernel/hung_task_timeout_secs
-    insmod $M/configfs.ko
-    # Timer-mode null_blk completing each request after 15 s: readers sleep in D state.
-    insmod $M/null_blk.ko irqmode=2 completion_nsec=15000000000
-    echo "KHARNESS:null_blk rc=$?"
-    dd if=/dev/nullb0 of=/dev/null bs=4096 count=1 iflag=direct
-    echo "KHARNESS:dd rc=$?"
+    insmod $M/khcrash.ko what=hang seconds=14
+    echo "KHARNESS:insmod rc=$?"
     ;;
 oom)
     mkdir -p /sys/fs/cgroup
@@ -164,17 +176,12 @@ INIT
 }
 
 build_initramfs() {  # KVER -> $WORK/initramfs-KVER.cpio
-    local kver=$1 root=$WORK/root-$1 mods
-    mods=$K/x/linux-image-$kver-unsigned/lib/modules/$kver/kernel
+    local kver=$1 root=$WORK/root-$1
     rm -rf "$root"
     mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,root,lib/modules}
     cp "$BUSYBOX" "$root/bin/busybox"
     write_init "$root/init"
     cp "$WORK/mod/$kver/khcrash.ko" "$root/lib/modules/"
-    for m in fs/configfs/configfs drivers/block/null_blk/null_blk; do
-        if [ -f "$mods/$m.ko" ]; then cp "$mods/$m.ko" "$root/lib/modules/"
-        else xz -dc "$mods/$m.ko.xz" >"$root/lib/modules/$(basename $m).ko"; fi
-    done
     (cd "$root" && find . | cpio -o -H newc --quiet) >"$WORK/initramfs-$kver.cpio"
 }
 
@@ -187,12 +194,14 @@ trim_boot() {
     mv "$1.tmp" "$1"
 }
 
-capture() {  # NAME KVER SCENARIO SMP TRIM EXTRA-CMDLINE
-    local name=$1 kver=$2 scenario=$3 smp=$4 trim=$5 extra=$6 out=$HERE/$1.log
+capture() {  # NAME KVER SCENARIO SMP TRIM TIMEOUT EXTRA-CMDLINE
+    local name=$1 kver=$2 scenario=$3 smp=$4 trim=$5 tmo=$6 extra=$7 out=$HERE/$1.log
     echo "capturing $name ($kver, $scenario)" >&2
-    timeout 90 qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp "$smp" -nographic -no-reboot \
+    # QEMU's own stderr (e.g. "terminating on signal 15" after a timeout) is not console output.
+    timeout "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp "$smp" -nographic -no-reboot \
         -kernel "$K/vmlinux-$kver" -initrd "$WORK/initramfs-$kver.cpio" \
-        -append "console=ttyS0 panic=-1 khscenario=$scenario $extra" >"$out" 2>&1 </dev/null || true
+        -append "console=ttyS0 panic=-1 khscenario=$scenario $extra" \
+        >"$out" 2>"$WORK/$name.stderr" </dev/null || true
     [ "$trim" = trim ] && trim_boot "$out"
     return 0
 }
@@ -200,30 +209,40 @@ capture() {  # NAME KVER SCENARIO SMP TRIM EXTRA-CMDLINE
 for kver in $K61 $K612; do build_module "$kver"; build_initramfs "$kver"; done
 
 ALL=(
-    "clean-6.1        $K61  clean      1 full"
-    "clean-6.12       $K612 clean      1 full"
-    "noise-6.12       $K612 noise      2 full"
-    "panic-6.12       $K612 panic      1 trim"
-    "panic-6.1        $K61  panic      1 trim"
-    "initexit-6.1     $K61  initexit   1 trim"
-    "warning-6.1      $K61  warning    1 trim"
-    "warning-6.12     $K612 warning    1 trim"
-    "oops-6.1         $K61  oops       1 trim"
-    "oops-6.12        $K612 oops       1 trim"
-    "gpf-6.1          $K61  gpf        1 trim"
-    "gpf-6.12         $K612 gpf        1 trim"
-    "bug-6.1          $K61  bug        1 trim"
-    "bug-6.12         $K612 bug        1 trim"
-    "atomic-6.12      $K612 atomic     1 trim"
-    "softlockup-6.12  $K612 softlockup 1 trim"
-    "rcustall-6.1     $K61  rcustall   2 trim rcupdate.rcu_cpu_stall_timeout=4 nosoftlockup"
-    "hungtask-6.1     $K61  hungtask   1 trim"
-    "oom-6.1          $K61  oom        1 trim"
-    "oom-6.12         $K612 oom        1 trim"
+    # name           kernel scenario smp  boot  timeout extra kernel cmdline
+    "clean-6.1        $K61  clean      1 full  60"
+    "clean-6.12       $K612 clean      1 full  60"
+    "noise-6.12       $K612 noise      2 full  60"
+    "quiet-clean-6.1  $K61  clean      1 full  60  loglevel=5"
+    "quiet-clean-6.12 $K612 clean      1 full  60  loglevel=5"
+    "quiet-warning-6.12 $K612 warning  1 full  60  loglevel=5"
+    "quiet-oops-6.1   $K61  oops       1 full  60  loglevel=5"
+    "quiet-oom-6.1    $K61  oom        1 full  60  loglevel=5"
+    "panic-6.12       $K612 panic      1 trim  60"
+    "panic-6.1        $K61  panic      1 trim  15  panic=0"
+    "initexit-6.1     $K61  initexit   1 trim  60"
+    "warning-6.1      $K61  warning    1 trim  60"
+    "warning-6.12     $K612 warning    1 trim  60"
+    "warnpanic-6.12   $K612 warning    1 trim  60  panic_on_warn=1"
+    "oops-6.1         $K61  oops       1 trim  60"
+    "oops-6.12        $K612 oops       1 trim  60"
+    "oopspanic-6.1    $K61  oops       1 trim  60  oops=panic"
+    "gpf-6.1          $K61  gpf        1 trim  60"
+    "gpf-6.12         $K612 gpf        1 trim  60"
+    "bug-6.1          $K61  bug        1 trim  60"
+    "bug-6.12         $K612 bug        1 trim  60"
+    "atomic-6.12      $K612 atomic     1 trim  60"
+    "softlockup-6.12  $K612 softlockup 1 trim  60"
+    "rcustall-6.1     $K61  rcustall   2 trim  60  rcupdate.rcu_cpu_stall_timeout=4 nosoftlockup"
+    "rcustall-irq-6.12 $K612 rcustall-irq 2 trim 60 rcupdate.rcu_cpu_stall_timeout=4 nosoftlockup"
+    "hungtask-6.1     $K61  hungtask   1 trim  60"
+    "hungtask-6.12    $K612 hungtask   1 trim  60"
+    "oom-6.1          $K61  oom        1 trim  60"
+    "oom-6.12         $K612 oom        1 trim  60"
 )
 for entry in "${ALL[@]}"; do
-    read -r name kver scenario smp trim extra <<<"$entry"
+    read -r name kver scenario smp trim tmo extra <<<"$entry"
     if [ $# -eq 0 ] || [[ " $* " == *" $name "* ]]; then
-        capture "$name" "$kver" "$scenario" "$smp" "$trim" "${extra:-}"
+        capture "$name" "$kver" "$scenario" "$smp" "$trim" "$tmo" "${extra:-}"
     fi
 done

@@ -1,0 +1,197 @@
+"""Integration tests: real QEMU, real Debian kernels, real SSH.
+
+They need what `kharness setup` installs and fetches (`./kh test` runs it first). They do not
+skip when QEMU or a kernel is missing: they fail, so a CI that forgot the set-up goes red.
+Set KHARNESS_SKIP_INTEGRATION=1 to leave them out on purpose (they then show as skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import images, kernels
+from harness.events import EventBus
+from harness.machine import BootError, Machine, MachineConfig
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.environ.get("KHARNESS_SKIP_INTEGRATION") == "1",
+                       reason="KHARNESS_SKIP_INTEGRATION=1"),
+]
+
+KHARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def kharness(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KHARNESS, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def qemu_pids(parent: int | None = None) -> set[int]:
+    """QEMU processes running now (children of `parent` only, when given)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if argv0.endswith(b"qemu-system-x86_64"):
+            if parent is None or _ppid(int(entry.name)) == parent:
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="session")
+def bus() -> EventBus:
+    return EventBus()
+
+
+def _config(spec: str, bus: EventBus, **kw) -> MachineConfig:
+    kernel = kernels.resolve(spec, bus)
+    return MachineConfig(kernel=kernel, initrd=images.initrd_for(kernel, bus), **kw)
+
+
+# --- the acceptance commands, through the CLI ---------------------------------------------------
+
+def test_exec_uname_on_61():
+    proc = kharness("exec", "--kernel", "debian:6.1", "--", "uname", "-r")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("6.1.0-")
+    assert proc.stdout.strip().endswith("-amd64")
+
+
+def test_exec_exit_status_on_612():
+    proc = kharness("exec", "--kernel", "debian:6.12", "--", "sh", "-c", "exit 3")
+    assert proc.returncode == 3, proc.stderr
+
+
+def test_v2_enables_the_controllers_on_61():
+    proc = kharness("exec", "--kernel", "debian:6.1", "--hierarchy", "v2", "--",
+                    "cat", "/sys/fs/cgroup/cgroup.subtree_control")
+    assert proc.returncode == 0, proc.stderr
+    enabled = proc.stdout.split()
+    for controller in ("memory", "cpu", "io", "pids", "rdma"):
+        assert controller in enabled
+
+
+def test_v1_memory_unavailable_on_612_is_reported_with_the_reason():
+    proc = kharness("exec", "--kernel", "debian:6.12", "--hierarchy", "v1", "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if "memory controller unavailable" in ln)
+    assert "CONFIG_MEMCG_V1 is not set in 6.12." in line
+    assert "Unknown subsys name 'memory'" in line
+    assert any("cpuset controller unavailable" in ln and "CONFIG_CPUSETS_V1" in ln
+               for ln in proc.stderr.splitlines())
+
+
+def test_v1_memory_works_on_61():
+    proc = kharness("exec", "--kernel", "debian:6.1", "--hierarchy", "v1", "--",
+                    "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 2**40  # "unlimited" is PAGE_COUNTER_MAX pages in bytes
+    assert "unavailable" not in proc.stderr
+
+
+def test_memhog_from_the_image():
+    proc = kharness("exec", "--kernel", "debian:6.1", "--", "memhog", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert "done mib=64" in proc.stdout
+
+
+def test_bad_spec_is_one_line_and_exit_2():
+    proc = kharness("exec", "--kernel", "nosuch:1", "--", "true", timeout=30)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nosuch:1" in lines[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_signal_leaves_no_qemu(sig):
+    proc = subprocess.Popen([*KHARNESS, "exec", "--kernel", "debian:6.1", "--", "sleep", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        seen = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "running: sleep 60" in line or time.monotonic() > deadline:
+                break
+        assert any("running: sleep 60" in ln for ln in seen), "".join(seen)
+        mine = qemu_pids(parent=proc.pid)
+        assert mine, "no qemu-system-x86_64 process while the command runs"
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while mine & qemu_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (mine & qemu_pids()), f"qemu left running after {sig.name}"
+    if sig != signal.SIGKILL:
+        assert proc.returncode in (130, -sig), proc.returncode
+
+
+# --- the machine and its channels, through the API ----------------------------------------------
+
+def test_machine_channels_swap_and_rdma(bus):
+    config = _config("debian:6.12", bus, swap="64M", rdma=True)
+    with Machine(config, bus) as vm:
+        assert vm.ssh is not None and vm.serial is not None
+        swaps = vm.ssh.run("cat /proc/swaps", check=True).stdout
+        assert "/dev/zram0" in swaps
+        assert vm.info.swap and vm.info.swap.startswith("zram0")
+        # stdin carries a script; stdout and stderr stay apart.
+        r = vm.ssh.run("sh -s", stdin="echo out; echo err >&2; exit 7\n")
+        assert (r.exit_status, r.stdout, r.stderr) == (7, "out\n", "err\n")
+        assert r.duration > 0
+        # a command that outlives its timeout is reported, not hung on
+        r = vm.ssh.run("sleep 30", timeout=1)
+        assert r.timed_out and not r.ok
+        # the serial console runs commands too
+        r = vm.serial.run("echo serial-$((40 + 2))")
+        assert r.exit_status == 0 and "serial-42" in r.stdout
+        assert vm.serial.run("false").exit_status == 1
+        # soft-RoCE device for the rdma controller
+        links = vm.ssh.run("rdma link show", check=True).stdout
+        assert "rxe0" in links
+        r = vm.ssh.run("rdma_open -d rxe0 -c 2 -p 2")
+        assert r.exit_status == 0, r.stdout + r.stderr
+        assert "contexts_ok=2" in r.stdout and "pds_ok=2" in r.stdout
+        r = vm.ssh.run("mkdir /sys/fs/cgroup/t && cat /sys/fs/cgroup/t/rdma.max", check=True)
+        assert r.stdout.startswith("rxe0 hca_handle=max")
+    assert vm.proc is not None and vm.proc.poll() is not None
+
+
+def test_boot_failure_carries_argv_exit_code_and_console(bus, tmp_path):
+    config = _config("debian:6.1", bus, cmdline=("rdinit=/does-not-exist", "init=/nope"),
+                     workdir=tmp_path, boot_timeout=60)
+    with pytest.raises(BootError) as err:
+        with Machine(config, bus):
+            pass
+    exc = err.value
+    assert exc.argv[0] == "qemu-system-x86_64"
+    assert exc.failure == "panic"
+    assert "Kernel panic" in exc.console_tail
+    assert "rdinit=/does-not-exist" in str(exc)
+    assert (tmp_path / "console.log").exists()
