@@ -120,10 +120,11 @@ def clean_line(line: str) -> str:
 _TIMESTAMP = re.compile(r"\[\s*(\d+\.\d{6})\](?:\[\s*[CT]\d+\])? ?")
 
 _MARKER_TAG = "KHARNESS:"
-_MARKER = re.compile(r"([a-z0-9_.-]+)(?:[ \t]+(.*?))?[ \t]*", re.S)
+_MARKER = re.compile(r"([a-z0-9_.-]+)(?:[ \t]+(.*?))?[ \t]*", re.DOTALL)
 
 # End of a kernel report: where `excerpt` stops.
 _REPORT_END = ("---[ end trace", "---[ end Kernel panic")
+_CUT_HERE = "------------[ cut here ]"  # starts a WARNING or BUG() report; not an event itself
 
 # --- kernel report patterns (matched against the message, after the timestamp) ------------------
 
@@ -222,6 +223,7 @@ class ConsoleParser:
         self._open_header: int | None = None  # lineno of the last oops/BUG header
         self._last_end: int = 0  # lineno of the last end-of-report line
         self._taint: str | None = None
+        self._failure_lines: set[int] = set()
 
     # -- input --
 
@@ -271,6 +273,8 @@ class ConsoleParser:
             ev = self._kernel_event(msg, text, lineno, ts)
             if ev is not None:
                 found.append(ev)
+                if ev.is_failure:
+                    self._failure_lines.add(lineno)
             if msg.startswith(_REPORT_END):
                 self._last_end = lineno
                 self._open_header = None
@@ -350,15 +354,22 @@ class ConsoleParser:
         """Kernel failure reports so far (not markers, OOM kills or taint records)."""
         return [e for e in self.events if e.kind in _SEVERITY]
 
-    def excerpt(self, event: ConsoleEvent, after: int = 40, before: int = 5) -> str:
+    def excerpt(self, event: ConsoleEvent, after: int = 100, before: int = 5) -> str:
         """The console lines around `event`: `before` lines before it, then up to `after` lines
-        after it, stopping early at the end of the report ("---[ end trace ...",
-        "---[ end Kernel panic ...")."""
+        after it. It stops early at the end of the report: after an end line ("---[ end trace",
+        "---[ end Kernel panic"), or before the next report starts (another failure event or a
+        "[ cut here ]" line), as a soft lockup, a hung task or a panic_on_warn WARNING have no
+        end line. Real reports run 35-60 lines from header to end line (tests/golden/console/).
+        """
         start = max(0, event.lineno - 1 - before)
         stop = min(len(self.lines), event.lineno + after)
-        for i in range(event.lineno, stop):
-            if _strip_timestamp(self.lines[i]).startswith(_REPORT_END):
+        for i in range(event.lineno, stop):  # lines[i] is line number i + 1
+            msg = _strip_timestamp(self.lines[i])
+            if msg.startswith(_REPORT_END):
                 stop = i + 1
+                break
+            if i + 1 in self._failure_lines or msg.startswith(_CUT_HERE):
+                stop = i
                 break
         return "\n".join(self.lines[start:stop])
 

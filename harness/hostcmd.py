@@ -57,7 +57,7 @@ def run(
     """Run a host command, capture its output, raise HostCommandError when it fails."""
     try:
         proc = subprocess.run(
-            list(argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+            list(argv), check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:

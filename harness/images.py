@@ -48,7 +48,8 @@ EXTRA_FILES = {"/etc/libibverbs.d/rxe.driver": "etc/libibverbs.d/rxe.driver"}
 # Module groups, by module name; each is expanded with its modules.dep closure. Crypto
 # algorithms the kernel would ask modprobe for are named explicitly.
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
-    "boot": ("virtio_pci", "virtio_net", "virtio_blk"),
+    "boot": ("virtio_pci", "virtio_net"),
+    "disk": ("virtio_pci", "virtio_blk"),
     "swap": ("zram",),
     "ext4": ("crc32c_generic", "ext4"),
     "rdma": ("crc32_generic", "rdma_rxe"),
@@ -251,6 +252,18 @@ class ModuleIndex:
             visit(self.deps[key][0])
         return order
 
+    def levels(self, order: list[str]) -> list[list[str]]:
+        """`order` cut into levels whose modules only need modules of earlier levels: the
+        guest loads each level's modules concurrently (one insmod is ~25 ms under TCG)."""
+        level_of: dict[str, int] = {}
+        for path in order:
+            deps = self.deps.get(_modname(path), [path])[1:]
+            level_of[path] = 1 + max((level_of[d] for d in deps if d in level_of), default=-1)
+        out: list[list[str]] = [[] for _ in range(max(level_of.values(), default=-1) + 1)]
+        for path in order:
+            out[level_of[path]].append(path)
+        return out
+
 
 def _modname(path: str) -> str:
     name = os.path.basename(path)
@@ -279,7 +292,9 @@ def modules_cpio(kernel: Kernel, bus: EventBus) -> Path | None:
     for group, paths in groups.items():
         for path in paths:
             cpio.file(f"{prefix}/{path}", (kernel.modules_dir / path).read_bytes())
-        listing = "".join(f"/{prefix}/{p}\n" for p in paths)
+        # One line per level; the modules on a line can be loaded at the same time.
+        listing = "".join(" ".join(f"/{prefix}/{p}" for p in level) + "\n"
+                          for level in index.levels(paths))
         cpio.file(f"etc/kharness/modules/{group}", listing.encode())
     _atomic_write(out, cpio.finish())
     return out

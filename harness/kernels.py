@@ -165,7 +165,7 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
 
 
 def _pipe(argv: list[str], data: bytes) -> bytes:
-    proc = subprocess.run(argv, input=data, capture_output=True)
+    proc = subprocess.run(argv, input=data, capture_output=True, check=False)
     if not proc.stdout:
         raise hostcmd.HostCommandError("decompressing the kernel", argv, proc.returncode,
                                        proc.stderr.decode(errors="replace"))
@@ -249,7 +249,7 @@ def _series_matches(value: str, release: str) -> bool:
     base = release.removesuffix("-amd64")
     if re.fullmatch(r"\d+\.\d+", value):
         return bool(re.match(rf"^{re.escape(value)}[.]", base))
-    return base == value or base.startswith(value + "+") or base.startswith(value + "-")
+    return base == value or base.startswith((value + "+", value + "-"))
 
 
 def debian_candidates(value: str, bus: EventBus) -> list[str]:
@@ -257,9 +257,9 @@ def debian_candidates(value: str, bus: EventBus) -> list[str]:
     def search() -> list[str]:
         proc = subprocess.run(
             ["apt-cache", "search", "--names-only", r"^linux-image-.*-amd64-unsigned$"],
-            capture_output=True, text=True,
+            capture_output=True, text=True, check=False,
         )
-        names = re.findall(r"^linux-image-(\S+-amd64)-unsigned ", proc.stdout, re.M)
+        names = re.findall(r"^linux-image-(\S+-amd64)-unsigned ", proc.stdout, re.MULTILINE)
         return [r for r in names if not r.endswith(("-cloud-amd64", "-rt-amd64"))]
 
     releases = search()

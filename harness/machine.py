@@ -11,7 +11,7 @@ SIGTERM, or the harness itself killed: PR_SET_PDEATHSIG), QEMU does not outlive 
 
 from __future__ import annotations
 
-import ctypes
+import base64
 import json
 import os
 import select
@@ -24,9 +24,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from .channels.serial import SerialChannel
-from .channels.ssh import SSHChannel, host_key_blob, new_client_key
+from .channels.ssh import SSHChannel, host_key_blob, new_client_key, new_dropbear_host_key
 from .console import ConsoleEvent, ConsoleEventKind, ConsoleParser, classify
 from .events import EventBus
 from .kernels import Kernel
@@ -96,11 +97,12 @@ class BootInfo:
     problems: list[str] = field(default_factory=list)
 
 
-def _set_pdeathsig() -> None:
-    """In the child: its own session, and SIGKILL when the harness dies, whatever kills it."""
-    os.setsid()
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _launcher() -> list[str]:
+    """QEMU is started through util-linux's setpriv with a parent-death signal: if the harness
+    dies in a way no `finally` sees (SIGKILL, OOM kill), the kernel kills QEMU too. (A
+    preexec_fn prctl would do the same but is unsafe with the console reader threads.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_port() -> int:
@@ -125,7 +127,9 @@ class Machine:
         self.key = new_client_key()
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.console = ConsoleParser()
+        # printk timestamps (Debian's PRINTK_TIME, forced with printk.time=1) tell kernel lines
+        # from userspace output: only timestamped lines can be kernel reports.
+        self.console = ConsoleParser(require_timestamp=True)
         self.info = BootInfo()
         self.ssh: SSHChannel | None = None
         self.serial: SerialChannel | None = None
@@ -142,14 +146,18 @@ class Machine:
         self._serial_peer: socket.socket | None = None
         self._eof = False
         self._start_time = 0.0
+        self.host_key_file: bytes = b""  # dropbear's host key, handed to the guest
+        self.host_key: str | None = None  # its public blob, pinned by the SSH channel
         self.marker_times: dict[str, float] = {}  # first time each marker was seen, since launch
 
     # --- argv ------------------------------------------------------------------------------
 
     def kernel_cmdline(self) -> list[str]:
         c = self.config
-        args = ["console=ttyS0", "loglevel=5", "panic=-1", "oops=panic" if False else "",
+        args = ["console=ttyS0", "loglevel=5", "printk.time=1", "panic=-1",
                 f"kharness.authkey={self.key.get_base64()}", f"kharness.hierarchy={c.hierarchy}"]
+        if self.host_key_file:
+            args.append("kharness.hostkey=" + base64.b64encode(self.host_key_file).decode())
         if c.swap:
             args.append(f"kharness.swap={c.swap}")
         if c.rdma:
@@ -170,14 +178,13 @@ class Machine:
             "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
-            "-device", "virtio-rng-pci",
             "-no-reboot",
             *c.extra_args,
         ]
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> Machine:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -192,6 +199,7 @@ class Machine:
         if self.accel == "auto":
             self.accel = detect_accel(self.config, self.bus)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host_key_file, self.host_key = new_dropbear_host_key(self.workdir)
         argv = self.argv()
         (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         self.bus.emit("machine.boot", f"booting {self.config.kernel.release} "
@@ -200,8 +208,8 @@ class Machine:
         self._start_time = time.monotonic()
         self._launch(argv)
         self._wait_ready(argv)
-        host_key = next((host_key_blob(m.payload) for m in self.info.markers
-                         if m.name == "hostkey"), None)
+        host_key = self.host_key or next((host_key_blob(m.payload) for m in self.info.markers
+                                          if m.name == "hostkey"), None)
         self.ssh = SSHChannel("127.0.0.1", self.port, self.key, host_key=host_key)
         try:
             self.ssh.connect(timeout=max(5.0, self._remaining()))
@@ -219,8 +227,8 @@ class Machine:
         stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                preexec_fn=_set_pdeathsig,
+                [*_launcher(), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=stderr, start_new_session=True,
             )
         except FileNotFoundError:
             raise BootError(f"{argv[0]} not found: run `kharness setup` "
@@ -251,7 +259,7 @@ class Machine:
                 if not data:
                     break
                 log.write(data)
-                events = self.console.feed(data.decode("utf-8", errors="replace"))
+                events = self.console.feed(data)
                 if self._serial_peer is not None:
                     try:
                         self._serial_peer.send(data)
@@ -373,8 +381,8 @@ class Machine:
                 try:
                     self.ssh.start("poweroff -f")
                     soft = True
-                except Exception:  # noqa: BLE001 - the guest may be gone; go hard
-                    pass
+                except Exception as exc:  # noqa: BLE001 - the guest may be gone; go hard
+                    self.bus.emit("debug.shutdown", f"soft shutdown failed: {exc}")
             elif self.serial is not None and self.info.markers:
                 try:
                     self.serial.send("poweroff -f\n")
@@ -453,8 +461,7 @@ def detect_accel(config: MachineConfig, bus: EventBus, timeout: float = 8.0) -> 
         bus.emit("accel.tcg", f"using TCG: /dev/kvm unusable ({exc.strerror})")
         return "tcg"
     cache_file = cache_dir() / "accel.json"
-    qemu_path = subprocess.run(["which", config.qemu], capture_output=True, text=True).stdout
-    key = f"{_boot_id()}:{qemu_path.strip()}"
+    key = f"{_boot_id()}:{shutil.which(config.qemu)}"
     try:
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:

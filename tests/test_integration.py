@@ -31,7 +31,7 @@ KHARNESS = [sys.executable, "-m", "harness.cli"]
 
 def kharness(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KHARNESS, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
 
 
 def _ppid(pid: int) -> int:
@@ -52,9 +52,9 @@ def qemu_pids(parent: int | None = None) -> set[int]:
             argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
         except OSError:
             continue
-        if argv0.endswith(b"qemu-system-x86_64"):
-            if parent is None or _ppid(int(entry.name)) == parent:
-                pids.add(int(entry.name))
+        if argv0.endswith(b"qemu-system-x86_64") and (
+                parent is None or _ppid(int(entry.name)) == parent):
+            pids.add(int(entry.name))
     return pids
 
 
@@ -186,9 +186,8 @@ def test_machine_channels_swap_and_rdma(bus):
 def test_boot_failure_carries_argv_exit_code_and_console(bus, tmp_path):
     config = _config("debian:6.1", bus, cmdline=("rdinit=/does-not-exist", "init=/nope"),
                      workdir=tmp_path, boot_timeout=60)
-    with pytest.raises(BootError) as err:
-        with Machine(config, bus):
-            pass
+    with pytest.raises(BootError) as err, Machine(config, bus):
+        pass
     exc = err.value
     assert exc.argv[0] == "qemu-system-x86_64"
     assert exc.failure == "panic"

@@ -6,8 +6,10 @@ import base64
 import io
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -25,13 +27,29 @@ def new_client_key() -> paramiko.Ed25519Key:
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))
 
 
+def new_dropbear_host_key(workdir: Path) -> tuple[bytes, str]:
+    """A fresh dropbear ed25519 host key file and its public blob, made on the host (the same
+    dropbear package the guest runs; generating it natively saves guest boot time)."""
+    path = workdir / "dropbear_ed25519_host_key"
+    path.unlink(missing_ok=True)
+    subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(path)], check=True,
+                   capture_output=True)
+    out = subprocess.run(["dropbearkey", "-y", "-f", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    blob = next(host_key_blob(line) for line in out.splitlines() if line.startswith("ssh-"))
+    data = path.read_bytes()
+    path.unlink()
+    assert blob is not None
+    return data, blob
+
+
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
     """Accept exactly the host key the guest printed on its console, nothing else."""
 
     def __init__(self, expected_b64: str | None) -> None:
         self.expected = expected_b64
 
-    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+    def missing_host_key(self, client, hostname, key) -> None:
         if self.expected is None:
             return
         if key.get_base64() != self.expected:
@@ -66,8 +84,13 @@ class SSHChannel:
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(_PinnedHostKey(self.host_key))
             try:
+                sock = socket.create_connection((self.host, self.port),
+                                                timeout=max(1.0, deadline - time.monotonic()))
+                # Without TCP_NODELAY, Nagle and delayed ACKs cost ~40 ms per round trip of the
+                # handshake (measured: 96 ms -> 10 ms against a local dropbear).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client.connect(
-                    self.host, port=self.port, username=self.user, pkey=self.key,
+                    self.host, port=self.port, username=self.user, pkey=self.key, sock=sock,
                     allow_agent=False, look_for_keys=False,
                     timeout=max(1.0, deadline - time.monotonic()),
                     banner_timeout=max(1.0, deadline - time.monotonic()),
@@ -122,7 +145,7 @@ class SSHChannel:
                 # paramiko's channel fileno() is a pipe set when stdout, stderr or EOF arrives.
                 select.select([chan], [], [], 1.0 if remaining is None else min(remaining, 1.0))
             status = -1 if timed_out else chan.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             raise ChannelError(f"SSH connection lost while running {text!r}: {exc}") from exc
         finally:
             chan.close()
