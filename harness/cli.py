@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 
 from . import hostcmd, images, kernels
+from .channels import ChannelError, CommandResult
+from .console import classify
 from .events import EventBus, TerminalPrinter
 from .machine import BootError, Machine, MachineConfig, memory_mib
 
 EXIT_USAGE = 2
+EXIT_BOOT = 3  # the guest did not come up
+EXIT_KERNEL = 4  # the kernel panicked or the machine died while the command ran
 
 
 class UsageError(Exception):
@@ -123,7 +129,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
         assert vm.ssh is not None
         stdin = None if sys.stdin.isatty() or not args.stdin else sys.stdin.buffer.read()
         bus.emit("exec.run", f"running: {command}")
-        result = vm.ssh.run(command, timeout=args.timeout, stdin=stdin)
+        try:
+            result = vm.ssh.run(command, timeout=args.timeout, stdin=stdin)
+        except ChannelError as exc:  # connection lost: give a dying QEMU a moment to exit
+            with contextlib.suppress(subprocess.TimeoutExpired, AttributeError):
+                vm.proc.wait(timeout=5)  # type: ignore[union-attr]
+            result = CommandResult(command, -1, "", f"kharness: {exc}\n", 0.0)
         sys.stdout.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.write(result.stderr)
@@ -131,9 +142,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
         if result.timed_out:
             bus.emit("exec.error", f"command timed out after {args.timeout}s")
             return 124
-        new_failures = vm.console.failures
-        if new_failures:
-            bus.emit("exec.warning", f"console: {new_failures[0].line.strip()} "
+        failures = vm.console.failures
+        kind = classify(failures)
+        if kind == "panic" or not vm.alive():
+            excerpt = vm.console.excerpt(failures[0], after=25) if failures else vm.console_tail()
+            bus.emit("exec.error", f"the kernel {'panicked' if kind else 'died'} while the "
+                     f"command ran; console log: {vm.console_log}")
+            print(excerpt, file=sys.stderr)
+            return EXIT_KERNEL
+        if failures:
+            bus.emit("exec.warning", f"the kernel reported {kind}: {failures[0].payload} "
                      f"(console log: {vm.console_log})")
     return result.exit_status if result.exit_status >= 0 else 255
 
@@ -223,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BootError as exc:
         print(f"kharness: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_BOOT
     except (hostcmd.HostCommandError, images.ImageError) as exc:
         print(f"kharness: {exc}", file=sys.stderr)
         return 1

@@ -122,6 +122,16 @@ def test_bad_spec_is_one_line_and_exit_2():
     assert len(lines) == 1 and "nosuch:1" in lines[0]
 
 
+def test_panic_during_the_command_is_exit_4_with_the_console_excerpt():
+    proc = kharness("exec", "--kernel", "debian:6.12", "--",
+                    "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger")
+    assert proc.returncode == 4, proc.stderr
+    assert "the kernel panicked while the command ran" in proc.stderr
+    assert "Kernel panic - not syncing: sysrq triggered crash" in proc.stderr
+    log = proc.stderr.split("console log: ", 1)[1].split()[0]
+    assert "sysrq triggered crash" in Path(log).read_text()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_signal_leaves_no_qemu(sig):
     proc = subprocess.Popen([*KHARNESS, "exec", "--kernel", "debian:6.1", "--", "sleep", "60"],
