@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from . import hostcmd, images, kernels
 from .channels import ChannelError, CommandResult
@@ -99,7 +100,7 @@ def _machine_config(args: argparse.Namespace, bus: EventBus) -> MachineConfig:
     initrd = images.initrd_for(kernel, bus)
     return MachineConfig(
         kernel=kernel, initrd=initrd, memory=args.memory, cpus=args.cpus,
-        hierarchy=args.hierarchy, swap=args.swap, rdma=args.rdma,
+        hierarchy=args.hierarchy, swap=args.swap, rdma=args.rdma, disk=args.disk,
         accel=args.accel, boot_timeout=args.boot_timeout,
     )
 
@@ -165,6 +166,61 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return vm.ssh.interactive()
 
 
+# --- scenarios ------------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import scenario
+
+    return scenario.validate_command(args.paths)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import fnmatch
+    import time
+
+    from . import scenario
+    from .results import ERROR, FAIL, ResultsWriter, environment, junit_xml
+    from .runner import Runner, default_jobs
+
+    scenarios, problems = scenario.load([Path(p) for p in args.paths])
+    if problems:
+        for problem in problems:
+            print(f"kharness: {problem}", file=sys.stderr)
+        print(f"kharness: {len(problems)} problem(s): nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    if args.k:
+        scenarios = [s for s in scenarios
+                     if args.k in s.name or fnmatch.fnmatch(s.name, args.k)]
+    if not scenarios:
+        raise UsageError(f"no scenarios under {' '.join(args.paths)}"
+                         + (f" match -k {args.k!r}" if args.k else ""))
+    bus = _bus(args)
+    specs = args.kernel or list(kernels.DEFAULT_KERNELS)
+    kernel_list = [kernels.resolve(spec, bus) for spec in specs]
+    results_dir = Path(args.results or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
+    writer = ResultsWriter(results_dir)
+    runner = Runner(scenarios, kernel_list, args.hierarchy or ["v1", "v2"], writer, bus,
+                    jobs=args.jobs or default_jobs(), accel=args.accel)
+    info = environment(kernel_list, args.accel)
+    info.update(argv=sys.argv, scenarios=[s.name for s in scenarios])
+    writer.write_run_info(info)
+    start = time.monotonic()
+    try:
+        results = runner.run()
+    finally:
+        junit = junit_xml(writer.results)
+        (results_dir / "junit.xml").write_text(junit)
+        if args.junit:
+            Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.junit).write_text(junit)
+    counts = runner.counts
+    bus.emit("run.done", f"{len(results)} runs in {time.monotonic() - start:.0f}s: "
+             + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {results_dir}")
+    if counts[ERROR]:
+        return EXIT_USAGE
+    return 1 if counts[FAIL] else 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -176,6 +232,7 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--swap", help="zram swap size, e.g. 256M (default: no swap)")
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     p.add_argument("--rdma", action="store_true", help="create a soft-RoCE device rxe0 on eth0")
+    p.add_argument("--disk", help="attach a raw virtio disk of this size (/dev/vda)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="accelerator (default auto: KVM only if a probe boots under it)")
     p.add_argument("--boot-timeout", type=float, default=90.0, help="seconds (default 90)")
@@ -218,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdin", action="store_true", help="pass this process' stdin to the command")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("validate", help="check scenarios without booting; exit 2 on problems")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run scenarios on kernels x hierarchies")
+    p.add_argument("paths", nargs="+", help="scenario files or directories")
+    p.add_argument("--kernel", action="append", help="kernel spec, repeatable "
+                   "(default: debian:6.1 and debian:6.12)")
+    p.add_argument("--hierarchy", action="append", choices=["v1", "v2"],
+                   help="repeatable (default: both)")
+    p.add_argument("--jobs", type=int, help="machines in parallel (default: one per core, max 4)")
+    p.add_argument("--results", help="results directory (default results/<timestamp>)")
+    p.add_argument("--junit", help="also write the JUnit XML here")
+    p.add_argument("-k", help="only scenarios whose name contains this or matches this glob")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("shell", help="boot a kernel and open an interactive shell over SSH")
     _add_machine_options(p)

@@ -76,6 +76,7 @@ class MachineConfig:
     swap: str | None = None  # zram size, e.g. "256M"
     rdma: bool = False
     module_groups: tuple[str, ...] = ()
+    disk: str | None = None  # size of a raw virtio disk (/dev/vda in the guest), e.g. "64M"
     accel: str = "auto"  # auto, kvm or tcg
     cmdline: tuple[str, ...] = ()
     boot_timeout: float = 90.0
@@ -162,8 +163,11 @@ class Machine:
             args.append(f"kharness.swap={c.swap}")
         if c.rdma:
             args.append("kharness.rdma=1")
-        if c.module_groups:
-            args.append("kharness.modules=" + ",".join(c.module_groups))
+        groups = list(c.module_groups)
+        if c.disk and "disk" not in groups:
+            groups.append("disk")
+        if groups:
+            args.append("kharness.modules=" + ",".join(groups))
         args.extend(c.cmdline)
         return [a for a in args if a]
 
@@ -179,8 +183,15 @@ class Machine:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-no-reboot",
+            *self._disk_args(),
             *c.extra_args,
         ]
+
+    def _disk_args(self) -> list[str]:
+        if not self.config.disk:
+            return []
+        return ["-drive", f"file={self.workdir / 'disk.img'},if=none,id=disk0,format=raw,"
+                "cache=unsafe", "-device", "virtio-blk-pci,drive=disk0"]
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -200,6 +211,9 @@ class Machine:
             self.accel = detect_accel(self.config, self.bus)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host_key_file, self.host_key = new_dropbear_host_key(self.workdir)
+        if self.config.disk:
+            with open(self.workdir / "disk.img", "wb") as f:  # sparse
+                f.truncate(memory_mib(self.config.disk) << 20)
         argv = self.argv()
         (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         self.bus.emit("machine.boot", f"booting {self.config.kernel.release} "

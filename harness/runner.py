@@ -1,0 +1,532 @@
+"""The matrix: kernel x hierarchy x scenario.
+
+Scenarios that need the same machine (kernel, hierarchy, memory, swap, disk, rdma) share one
+boot; each gets a fresh cgroup subtree that is removed afterwards. A panic, a hang or a scenario
+asking for a fresh boot gets the next scenario a new machine. Machines run in parallel
+(`jobs`). Every finished scenario is written at once (ResultsWriter), so a crash keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from . import images
+from .cgroups.hierarchy import make_hierarchy
+from .cgroups.knobs import KNOBS
+from .channels import ChannelError, CommandResult
+from .checks import Check, evaluate
+from .console import ConsoleEventKind, classify
+from .events import EventBus
+from .kernels import Kernel
+from .machine import BootError, Machine, MachineConfig
+from .results import ERROR, FAIL, PASS, SKIP, ResultsWriter, ScenarioResult
+from .scenario import (
+    KillStep,
+    RunStep,
+    Scenario,
+    SleepStep,
+    WaitStep,
+    WriteFileStep,
+    WriteStep,
+    kernel_matches,
+    when_matches,
+)
+
+SUBTREE = "kharness"  # every scenario's cgroups live below /sys/fs/cgroup[/<ctrl>]/kharness/
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: Scenario
+    kernel: Kernel
+    hierarchy: str
+
+
+@dataclass
+class MachineJob:
+    kernel: Kernel
+    hierarchy: str
+    spec: object  # the scenarios' MachineSpec
+    cells: list[Cell] = field(default_factory=list)
+    name: str = ""
+
+
+class ScenarioAbort(Exception):
+    """The scenario cannot go on (a kernel failure, a hang); carries the error for the result."""
+
+    def __init__(self, kind: str, message: str, excerpt: str = "", reboot: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.excerpt = excerpt
+        self.reboot = reboot
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "scenario"
+
+
+class Runner:
+    def __init__(self, scenarios: list[Scenario], kernels: list[Kernel], hierarchies: list[str],
+                 writer: ResultsWriter, bus: EventBus, jobs: int = 2, accel: str = "auto",
+                 boot_timeout: float = 90.0) -> None:
+        self.scenarios = scenarios
+        self.kernels = kernels
+        self.hierarchies = hierarchies
+        self.writer = writer
+        self.bus = bus
+        self.jobs = max(1, jobs)
+        self.accel = accel
+        self.boot_timeout = boot_timeout
+        self._machines: set[Machine] = set()
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self.counts = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
+        self.total = 0
+
+    # --- planning -------------------------------------------------------------------------
+
+    def plan(self) -> tuple[list[MachineJob], list[ScenarioResult]]:
+        """Machine jobs for the cells that need a machine; results for those that need none."""
+        jobs: dict[tuple, MachineJob] = {}
+        pre: list[ScenarioResult] = []
+        fresh = 0
+        for kernel in self.kernels:
+            for hierarchy in self.hierarchies:
+                for sc in self.scenarios:
+                    cell = Cell(sc, kernel, hierarchy)
+                    reason = self._static_skip(cell)
+                    if reason:
+                        pre.append(self._result(cell, SKIP, reason))
+                        continue
+                    if sc.machine.fresh_boot:
+                        fresh += 1
+                        key = (kernel.release, hierarchy, sc.machine, f"fresh-{fresh}")
+                    else:
+                        key = (kernel.release, hierarchy, sc.machine)
+                    job = jobs.setdefault(key, MachineJob(kernel, hierarchy, sc.machine))
+                    job.cells.append(cell)
+        ordered = sorted(jobs.values(), key=lambda j: -len(j.cells))
+        for i, job in enumerate(ordered):
+            job.name = f"m{i + 1:02d}-{job.kernel.release}-{job.hierarchy}"
+        return ordered, pre
+
+    def _static_skip(self, cell: Cell) -> str | None:
+        sc = cell.scenario
+        if cell.hierarchy not in sc.hierarchies:
+            return f"the scenario applies to {'/'.join(sc.hierarchies)} only"
+        if sc.requires.kernel and not kernel_matches(sc.requires.kernel, cell.kernel.release):
+            return f"kernel {cell.kernel.release} does not satisfy {sc.requires.kernel}"
+        for cg in sc.cgroups:
+            if cg.when and not when_matches(cg.when, cell.hierarchy, cell.kernel.release):
+                continue
+            raw = cg.raw.get(cell.hierarchy) or {}
+            for knob in cg.knobs:
+                k = KNOBS[knob]
+                has = k.v2_file if cell.hierarchy == "v2" else k.v1_files
+                if not has and not raw:
+                    return (f"{knob} has no {cell.hierarchy} counterpart "
+                            f"(cgroup {cg.path}; give a raw {cell.hierarchy}: file to run it)")
+        return None
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self) -> list[ScenarioResult]:
+        jobs, pre = self.plan()
+        self.total = len(pre) + sum(len(j.cells) for j in jobs)
+        self.bus.emit("run.plan", f"{self.total} scenario runs on {len(jobs)} machine(s), "
+                      f"{len(pre)} skipped before boot, {self.jobs} in parallel",
+                      total=self.total, machines=len(jobs))
+        for r in pre:
+            self._record(r)
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="machine")
+        futures: list[Future] = [pool.submit(self._run_job, job) for job in jobs]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            self._cancel.set()
+            with self._lock:
+                machines = list(self._machines)
+            for vm in machines:  # unblock the workers: their QEMUs go away
+                with contextlib.suppress(Exception):
+                    vm.stop(soft_timeout=0.5)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return self.writer.results
+
+    def _record(self, result: ScenarioResult) -> None:
+        self.writer.add(result)
+        with self._lock:
+            self.counts[result.status] += 1
+            done = sum(self.counts.values())
+        extra = f": {result.reason}" if result.status in (SKIP, ERROR) and result.reason else ""
+        if result.status == FAIL:
+            extra = ": " + "; ".join(
+                f"{c['description']}: expected {c['expected']}, observed {c['observed']}"
+                for c in result.failed_checks())
+        self.bus.emit(f"scenario.{result.status}",
+                      f"[{done}/{self.total}] {result.status.upper():5} {result.key}{extra}",
+                      result=result.key, status=result.status)
+
+    def _machine_config(self, job: MachineJob, boot: int) -> MachineConfig:
+        spec = job.spec
+        initrd = images.initrd_for(job.kernel, self.bus)
+        workdir = self.writer.dir / "machines" / f"{job.name}-boot{boot}"
+        return MachineConfig(
+            kernel=job.kernel, initrd=initrd, memory=spec.memory, cpus=spec.cpus,
+            hierarchy=job.hierarchy, swap=spec.swap, rdma=spec.rdma, disk=spec.disk,
+            accel=self.accel, boot_timeout=self.boot_timeout, workdir=workdir,
+        )
+
+    def _run_job(self, job: MachineJob) -> None:
+        pending = list(job.cells)
+        boot = 0
+        while pending and not self._cancel.is_set():
+            boot += 1
+            config = self._machine_config(job, boot)
+            vm = Machine(config, self.bus)
+            with self._lock:
+                self._machines.add(vm)
+            try:
+                try:
+                    vm.start()
+                except BootError as exc:
+                    # Every scenario this boot would have run is an error, with the console.
+                    for cell in pending:
+                        self._record(self._result(cell, ERROR, f"boot failed: {exc.reason}",
+                                                  excerpt=exc.console_tail,
+                                                  kind=exc.failure or "boot"))
+                    return
+                hierarchy = make_hierarchy(job.hierarchy, vm.ssh)
+                while pending and not self._cancel.is_set():
+                    cell = pending.pop(0)
+                    result, reboot = self._run_cell(vm, hierarchy, cell, job.name, boot)
+                    self._record(result)
+                    if reboot or not vm.alive():
+                        break
+            finally:
+                vm.stop()
+                with self._lock:
+                    self._machines.discard(vm)
+                with contextlib.suppress(OSError):
+                    (config.workdir / "disk.img").unlink()
+
+    # --- one scenario ---------------------------------------------------------------------
+
+    def _result(self, cell: Cell, status: str, reason: str = "", excerpt: str = "",
+                kind: str | None = None) -> ScenarioResult:
+        return ScenarioResult(
+            scenario=cell.scenario.name, kernel=cell.kernel.release,
+            kernel_spec=cell.kernel.spec, hierarchy=cell.hierarchy, status=status,
+            reason=reason, description=cell.scenario.description, console_excerpt=excerpt,
+            failure_kind=kind, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+
+    def _run_cell(self, vm: Machine, h, cell: Cell, job_name: str,
+                  boot: int) -> tuple[ScenarioResult, bool]:
+        sc = cell.scenario
+        result = self._result(cell, PASS)
+        result.machine = f"{job_name}-boot{boot}"
+        start = time.monotonic()
+        first_event = len(vm.console.events)
+        self.bus.emit("scenario.start", f"running {sc.name} on {cell.kernel.release} "
+                      f"{cell.hierarchy}", scenario=sc.name)
+        run = ScenarioRun(self, vm, h, cell, result)
+        reboot = False
+        try:
+            skip = run.check_requirements()
+            if skip:
+                result.status, result.reason = SKIP, skip
+            else:
+                run.setup()
+                run.steps()
+                run.observe()
+                result.status = FAIL if result.failed_checks() else PASS
+        except ScenarioAbort as exc:
+            result.status, result.reason, result.failure_kind = ERROR, str(exc), exc.kind
+            result.console_excerpt = exc.excerpt
+            reboot = exc.reboot
+        except ChannelError as exc:
+            result.status, result.reason = ERROR, f"lost the guest: {exc}"
+            reboot = True
+        finally:
+            if vm.alive() and not reboot:
+                try:
+                    run.cleanup()
+                except Exception as exc:  # noqa: BLE001 - the next scenario needs a clean slate
+                    if result.status in (PASS, FAIL, SKIP):
+                        result.status, result.reason = ERROR, f"cleanup failed: {exc}"
+                    reboot = True
+        # Kernel failures seen on the console while the scenario ran make it an error.
+        new = vm.console.events[first_event:]
+        failures = [e for e in new if e.kind not in (ConsoleEventKind.MARKER,
+                                                     ConsoleEventKind.OOM_KILL,
+                                                     ConsoleEventKind.TAINT)]
+        kind = classify(failures)
+        if kind and result.failure_kind is None:
+            result.status, result.failure_kind = ERROR, kind
+            result.reason = f"kernel {kind}: {failures[0].payload or failures[0].line.strip()}"
+            result.console_excerpt = vm.console.excerpt(failures[0])
+            reboot = reboot or kind in ("panic", "lockup", "hung_task", "rcu_stall")
+        if not vm.alive():
+            reboot = True
+            if result.status != ERROR:
+                result.status, result.failure_kind = ERROR, kind or "died"
+                result.reason = result.reason or "the machine died during the scenario"
+                result.console_excerpt = vm.console_tail(60)
+        result.duration = time.monotonic() - start
+        return result, reboot
+
+
+class ScenarioRun:
+    """The state of one scenario on one machine: its cgroups, steps, observations."""
+
+    def __init__(self, runner: Runner, vm: Machine, h, cell: Cell,
+                 result: ScenarioResult) -> None:
+        self.runner = runner
+        self.vm = vm
+        self.h = h
+        self.cell = cell
+        self.sc = cell.scenario
+        self.result = result
+        self.root = f"{SUBTREE}/{_slug(self.sc.name)}"
+        self.context: dict[str, dict] = {}  # cgroup -> knob values written (memsw formula)
+        self.background: dict[str, tuple[Future, str]] = {}
+        self.outcomes: dict[str, dict] = {}
+        self.controllers: set[str] = set(self.sc.requires.controllers)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="step")
+        self.values = {"rdma": "rxe0"}
+
+    # helpers
+    def path(self, cgroup: str | None) -> str:
+        return self.root if cgroup in (None, "", ".") else f"{self.root}/{cgroup}"
+
+    def applies(self, when) -> bool:
+        return not when or when_matches(when, self.cell.hierarchy, self.cell.kernel.release)
+
+    def subst(self, text: object) -> object:
+        if not isinstance(text, str):
+            return text
+
+        def repl(m: re.Match) -> str:
+            key = m.group(1)
+            if key.startswith("cgroup:"):
+                return self.h.cgroup_dir(self.path(key[7:]), self.controllers)
+            if key not in self.values:
+                raise ScenarioAbort("harness", f"{{{key}}} is not available on this machine")
+            return self.values[key]
+
+        return re.sub(r"\{(disk|rdma|cgroup:[^}]*)\}", repl, text)
+
+    # phases
+    def check_requirements(self) -> str | None:
+        vm, hier = self.vm, self.cell.hierarchy
+        for c in self.sc.requires.controllers:
+            status = vm.info.controllers.get(c)
+            if status is None and c == "cpuacct" and hier == "v2":
+                status = vm.info.controllers.get("cpu")
+            if status is None:
+                return f"{c} controller unavailable on {hier} ({self.cell.kernel.release})"
+            if not status.available:
+                return f"{c} controller unavailable on {hier}: {status.reason}"
+        for feature in self.sc.requires.features:
+            ok, reason = self.h.feature(feature)
+            if not ok:
+                where = f"{hier} ({self.cell.kernel.release})"
+                return f"feature {feature} unavailable on {where}: {reason}"
+        if self.sc.machine.disk:
+            r = self.vm.ssh.run("cat /sys/block/vda/dev", timeout=10)
+            if not r.ok:
+                raise ScenarioAbort("harness", "the scenario disk /dev/vda is missing")
+            self.values["disk"] = r.stdout.strip()
+        return None
+
+    def setup(self) -> None:
+        for cg in self.sc.cgroups:
+            for knob in cg.knobs:
+                self.controllers |= set(self.h.knob_controllers(knob))
+        self.h.create(self.root, self.controllers)
+        for cg in self.sc.cgroups:
+            if not self.applies(cg.when):
+                continue
+            path = self.path(cg.path)
+            self.h.create(path, self.controllers)
+            ctx = self.context.setdefault(cg.path, {})
+            for knob, value in cg.knobs.items():
+                value = self.subst(value)
+                for w in self.h.write_knob(path, knob, value, ctx):
+                    if not w.ok:
+                        raise ScenarioAbort(
+                            "setup", f"cgroup {cg.path}: writing {w.value!r} to {w.file} "
+                            f"({knob}) failed: {w.errno or w.message}")
+                ctx[knob] = value
+            for name, value in (cg.raw.get(self.cell.hierarchy) or {}).items():
+                w = self.h.write_file(path, name, self.subst(value))
+                if not w.ok:
+                    raise ScenarioAbort("setup", f"cgroup {cg.path}: writing {value!r} to {name} "
+                                        f"failed: {w.errno or w.message}")
+
+    def steps(self) -> None:
+        for i, step in enumerate(self.sc.steps):
+            if not self.applies(getattr(step, "when", None)):
+                continue
+            if isinstance(step, RunStep):
+                self._run(i, step)
+            elif isinstance(step, WriteStep):
+                self._write(i, step, knob=step.write)
+            elif isinstance(step, WriteFileStep):
+                self._write(i, step, file=step.write_file.get(self.cell.hierarchy))
+            elif isinstance(step, SleepStep):
+                time.sleep(float(step.sleep))
+            elif isinstance(step, WaitStep):
+                self._wait(step.wait)
+            elif isinstance(step, KillStep):
+                _, path = self.background[step.kill]
+                self.h.kill(path)
+                self._wait(step.kill)
+        for name in list(self.background):
+            self._wait(name)
+
+    def _run(self, index: int, step: RunStep) -> None:
+        name = step.name or f"step{index}"
+        path = self.path(step.cgroup)
+        command = self.h.run_in(path, str(self.subst(step.run)), self.controllers)
+        sampler = self.h.sampler(path) if step.sample and "memory" in self.controllers else None
+        if sampler:
+            self.vm.ssh.run(sampler.start_cmd, timeout=10)
+
+        def go() -> dict:
+            started = time.monotonic()
+            r = self.vm.ssh.run(command, timeout=step.timeout)
+            outcome = self._outcome(name, step, r, time.monotonic() - started)
+            if sampler:
+                self.vm.ssh.run(sampler.stop_cmd, timeout=10)
+                text = self.vm.ssh.run(sampler.read_cmd, timeout=10).stdout
+                samples = sampler.parse(text)
+                self.result.samples[step.cgroup or "."] = [
+                    [s.t, s.usage, s.swap] for s in samples]
+            return outcome
+
+        if step.background:
+            self.background[name] = (self.pool.submit(go), path)
+        else:
+            self.outcomes[name] = go()
+
+    def _outcome(self, name: str, step: RunStep, r: CommandResult, duration: float) -> dict:
+        stdout, status, signal = self.h.parse_status(r.stdout)
+        fields: dict[str, str] = {}
+        for line in stdout.splitlines():
+            for word in line.split():
+                key, eq, value = word.partition("=")
+                if eq:
+                    fields[key] = value
+        outcome = {"name": name, "command": step.run, "cgroup": step.cgroup or ".",
+                   "exit_status": status, "signal": signal, "timed_out": r.timed_out,
+                   "duration": round(duration, 3), "stdout": stdout[-4000:],
+                   "stderr": r.stderr[-2000:], "fields": fields}
+        self.result.steps.append(outcome)
+        if r.timed_out:
+            self._check_alive(f"step {name} timed out after {step.timeout}s")
+        return outcome
+
+    def _check_alive(self, what: str) -> None:
+        try:
+            ok = self.vm.ssh.run("true", timeout=10).ok
+        except ChannelError:
+            ok = False
+        if not ok:
+            raise ScenarioAbort("hang", f"{what} and the guest no longer answers",
+                                self.vm.console_tail(40), reboot=True)
+
+    def _wait(self, name: str) -> None:
+        entry = self.background.pop(name, None)
+        if entry is None:
+            return
+        fut, _ = entry
+        self.outcomes[name] = fut.result()
+
+    def _write(self, index: int, step, knob: str | None = None, file: str | None = None) -> None:
+        if knob is None and file is None:
+            return  # a raw file step with nothing to write on this hierarchy
+        path = self.path(step.cgroup)
+        value = self.subst(step.value)
+        if knob:
+            writes = self.h.write_knob(path, knob, value, self.context.setdefault(
+                step.cgroup or ".", {}))
+            what = knob
+        else:
+            writes = [self.h.write_file(path, file, value)]
+            what = file
+        last = writes[-1] if writes else None
+        got = next((w.errno for w in writes if not w.ok), None)
+        expected = step.expect_error
+        desc = f"write {value!r} to {what} of {step.cgroup or '.'}"
+        check = Check(description=desc, expected=f"error {expected}" if expected else "success",
+                      observed=f"error {got}" if got else "success",
+                      passed=(got == expected) if expected else got is None,
+                      skipped_reason=None)
+        self.result.checks.append(asdict(check))
+        self.result.steps.append({"name": f"step{index}", "write": what, "value": str(value),
+                                  "errno": got, "file": last.file if last else None})
+
+    def observe(self) -> None:
+        for exp in self.sc.expect:
+            if not self.applies(exp.when):
+                continue
+            observed, reason = self._observe(exp)
+            check = evaluate(exp, observed, reason)
+            self.result.checks.append(asdict(check))
+
+    def _observe(self, exp) -> tuple[object, str | None]:
+        if exp.kind == "step":
+            outcome = self.outcomes.get(exp.target)
+            if outcome is None:
+                return None, f"step {exp.target} did not run"
+            if exp.field in ("exit_status", "signal", "timed_out", "duration"):
+                return outcome[exp.field], None
+            if exp.field in outcome["fields"]:
+                return outcome["fields"][exp.field], None
+            return None, f"step {exp.target} printed no {exp.field}="
+        path = self.path(exp.cgroup)
+        if exp.kind == "metric":
+            if exp.target in ("sampled_peak", "sampled_swap_peak"):
+                samples = self.result.samples.get(exp.cgroup or ".")
+                if not samples:
+                    return None, "no samples were taken"
+                col = 1 if exp.target == "sampled_peak" else 2
+                return max(s[col] for s in samples), None
+            reading = self.h.read_metric(path, exp.target, {"disk": self.values.get("disk")})
+            return reading.value, reading.reason
+        text = self.h.read_file(path, exp.target)
+        if text is None:
+            where = f"{self.cell.hierarchy} ({self.cell.kernel.release})"
+            return None, f"{exp.target} does not exist on {where}"
+        if exp.key:
+            for line in text.splitlines():
+                parts = line.split()
+                if parts and parts[0] == exp.key:
+                    return (parts[1] if len(parts) > 1 else ""), None
+            return None, f"{exp.target} has no {exp.key}"
+        return text.strip(), None
+
+    def cleanup(self) -> None:
+        for name, (fut, path) in list(self.background.items()):
+            with contextlib.suppress(Exception):
+                self.h.kill(path)
+            with contextlib.suppress(Exception):
+                fut.result(timeout=30)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.h.remove(self.root)
+
+
+def default_jobs() -> int:
+    """One machine per core (a TCG guest keeps a core busy), at most 4."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 2))
