@@ -190,8 +190,8 @@ class Machine:
     def _disk_args(self) -> list[str]:
         if not self.config.disk:
             return []
-        return ["-drive", f"file={self.workdir / 'disk.img'},if=none,id=disk0,format=raw,"
-                "cache=unsafe", "-device", "virtio-blk-pci,drive=disk0"]
+        drive = f"file={self.workdir / 'disk.img'},if=none,id=disk0,format=raw,cache=unsafe"
+        return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
 
     # --- lifecycle -------------------------------------------------------------------------
 
