@@ -75,7 +75,8 @@ def cmd_kernel_list(args: argparse.Namespace) -> int:
     rows = []
     for k in cached:
         size = kernels.disk_usage(k.vmlinux.parent)
-        rows.append([k.spec, k.release, *k.flags().values(), f"{size / 2**20:.0f}M"])
+        spec = k.spec if len(k.spec) <= 40 else k.spec[:5] + "..." + k.spec[-32:]
+        rows.append([spec, k.release, *k.flags().values(), f"{size / 2**20:.0f}M"])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -419,7 +419,8 @@ def _find_path_config(image_path: Path, vmlinux: bytes, modules_dir: Path | None
     embedded = extract_ikconfig(vmlinux)
     if embedded:
         return embedded
-    candidates = [image_path.parent / ".config", Path(f"/boot/config-{release}")]
+    candidates = [image_path.parent / ".config", image_path.parent / f"config-{release}",
+                  Path(f"/boot/config-{release}")]
     candidates += [p / ".config" for p in image_path.parents[:5]]
     if modules_dir:
         candidates.append(modules_dir / "build" / ".config")

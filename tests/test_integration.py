@@ -204,3 +204,16 @@ def test_boot_failure_carries_argv_exit_code_and_console(bus, tmp_path):
     assert "Kernel panic" in exc.console_tail
     assert "rdinit=/does-not-exist" in str(exc)
     assert (tmp_path / "console.log").exists()
+
+
+def test_path_spec_boots_a_users_bzimage_with_its_modules(bus):
+    k = kernels.resolve("debian:6.1", bus)  # stands in for a kernel the user built
+    boot = k.image
+    assert boot is not None and boot.exists()
+    spec = f"path:{boot},modules={k.modules_dir}"
+    proc = kharness("exec", "--kernel", spec, "--", "sh", "-c", "uname -r; ls /sys/class/net")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == k.release
+    assert "eth0" in proc.stdout.split()
+    path_kernel = kernels.resolve(spec, bus)
+    assert path_kernel.flags()["MEMCG"] == "y"  # config found next to the image
