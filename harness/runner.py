@@ -456,9 +456,9 @@ class ScenarioRun:
             return  # a raw file step with nothing to write on this hierarchy
         path = self.path(step.cgroup)
         value = self.subst(step.value)
-        if knob:
+        if knob:  # context: what this cgroup was given so far (memsw = memory.max + swap.max)
             writes = self.h.write_knob(path, knob, value, self.context.setdefault(
-                step.cgroup or ".", {}))
+                step.cgroup or "", {}))
             what = knob
         else:
             writes = [self.h.write_file(path, file, value)]
