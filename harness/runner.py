@@ -12,11 +12,12 @@ import contextlib
 import re
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import images
-from .cgroups.hierarchy import make_hierarchy
+from .cgroups.hierarchy import CgroupError, make_hierarchy
 from .cgroups.knobs import KNOBS
 from .channels import ChannelError, CommandResult
 from .checks import Check, evaluate
@@ -255,6 +256,13 @@ class Runner:
         except ChannelError as exc:
             result.status, result.reason = ERROR, f"lost the guest: {exc}"
             reboot = True
+        except CgroupError as exc:
+            result.status, result.reason, result.failure_kind = ERROR, str(exc), "cgroup"
+        except Exception as exc:  # noqa: BLE001 - one scenario's harness bug must not end the run
+            result.status, result.failure_kind = ERROR, "harness"
+            result.reason = f"harness error: {type(exc).__name__}: {exc}"
+            result.console_excerpt = traceback.format_exc()[-3000:]
+            reboot = True
         finally:
             if vm.alive() and not reboot:
                 try:
@@ -317,7 +325,9 @@ class ScenarioRun:
         def repl(m: re.Match) -> str:
             key = m.group(1)
             if key.startswith("cgroup:"):
-                return self.h.cgroup_dir(self.path(key[7:]), self.controllers)
+                # v1 has a directory per hierarchy: the first controller the scenario requires
+                first = next(iter(self.sc.requires.controllers), None)
+                return self.h.cgroup_dir(self.path(key[7:]), first)
             if key not in self.values:
                 raise ScenarioAbort("harness", f"{{{key}}} is not available on this machine")
             return self.values[key]
@@ -338,8 +348,7 @@ class ScenarioRun:
         for feature in self.sc.requires.features:
             ok, reason = self.h.feature(feature)
             if not ok:
-                where = f"{hier} ({self.cell.kernel.release})"
-                return f"feature {feature} unavailable on {where}: {reason}"
+                return reason
         if self.sc.machine.disk:
             r = self.vm.ssh.run("cat /sys/block/vda/dev", timeout=10)
             if not r.ok:
@@ -348,9 +357,15 @@ class ScenarioRun:
         return None
 
     def setup(self) -> None:
+        # Every controller the scenario's knobs, metrics and sampling need is enabled down the
+        # subtree (v2 subtree_control), so nested cgroups have their files.
         for cg in self.sc.cgroups:
             for knob in cg.knobs:
                 self.controllers |= set(self.h.knob_controllers(knob))
+        for exp in self.sc.expect:
+            if exp.kind == "metric" and not exp.target.startswith("sampled_"):
+                self.controllers |= set(self.h.metric_controllers(exp.target))
+
         self.h.create(self.root, self.controllers)
         for cg in self.sc.cgroups:
             if not self.applies(cg.when):
@@ -397,7 +412,9 @@ class ScenarioRun:
         name = step.name or f"step{index}"
         path = self.path(step.cgroup)
         command = self.h.run_in(path, str(self.subst(step.run)), self.controllers)
-        sampler = self.h.sampler(path) if step.sample and "memory" in self.controllers else None
+        # Memory and swap are sampled for scenarios about memory (the sampler reads its files).
+        sampler = (self.h.sampler(path)
+                   if step.sample and "memory" in self.sc.requires.controllers else None)
         if sampler:
             self.vm.ssh.run(sampler.start_cmd, timeout=10)
 
@@ -419,7 +436,10 @@ class ScenarioRun:
             self.outcomes[name] = go()
 
     def _outcome(self, name: str, step: RunStep, r: CommandResult, duration: float) -> dict:
-        stdout, status, signal = self.h.parse_status(r.stdout)
+        try:
+            stdout, status, signal = self.h.parse_status(r.stdout)
+        except CgroupError:  # no status line: timed out, or the guest went away mid-command
+            stdout, status, signal = r.stdout, -1, None
         fields: dict[str, str] = {}
         for line in stdout.splitlines():
             for word in line.split():

@@ -9,8 +9,8 @@ from harness.results import ResultsWriter, ScenarioResult, junit_xml, load_resul
 
 
 def _r(status: str, **kw) -> ScenarioResult:
-    base = dict(scenario="memory/oom-kill", kernel="6.1.0-56-amd64", kernel_spec="debian:6.1.0-56",
-                hierarchy="v2", status=status)
+    base = {"scenario": "memory/oom-kill", "kernel": "6.1.0-56-amd64",
+            "kernel_spec": "debian:6.1.0-56", "hierarchy": "v2", "status": status}
     base.update(kw)
     return ScenarioResult(**base)
 

@@ -31,9 +31,9 @@ import re
 import shlex
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from harness.channels import CommandResult
 
@@ -64,6 +64,11 @@ class WriteResult:
     errno_name: str | None = None
     message: str = ""
 
+    @property
+    def errno(self) -> str | None:
+        """Alias of errno_name."""
+        return self.errno_name
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -85,10 +90,19 @@ class Sample:
     swap: int | None  # bytes
 
 
-class Sampler(NamedTuple):
+@dataclass(frozen=True)
+class Sampler:
+    """start_cmd starts the sampling loop; stop_cmd stops it and prints its lines; read_cmd
+    prints them again and deletes the file (run it after stop_cmd, or not at all: the file is
+    small and in the guest's tmpfs). `start, stop, parse = h.sampler(path)` unpacks."""
+
     start_cmd: str
     stop_cmd: str
     parse: Callable[[str], list[Sample]]
+    read_cmd: str = ""
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.start_cmd, self.stop_cmd, self.parse))
 
 
 # --- errno names from busybox messages ----------------------------------------------------------
@@ -330,6 +344,21 @@ class Hierarchy(ABC):
         return False, (f"{native} controller not available on {self.version} "
                        f"({self.release}; available: {have})")
 
+    def knob_controllers(self, knob: str) -> set[str]:
+        """The controllers (as this hierarchy names them) a knob needs; empty for a core file
+        (v2 cgroup.freeze) or a knob without counterpart here (see supports())."""
+        ctrl = knobs.knob_controller(knob, self.version)
+        return {ctrl} if ctrl else set()
+
+    def metric_controllers(self, metric: str) -> set[str]:
+        """The controllers a metric needs here (v2: enable them with create() for nested
+        cgroups); empty for a core file or a metric without counterpart here."""
+        try:
+            ctrl = knobs.metric_controller(metric, self.version)
+        except MetricUnsupported:
+            return set()
+        return {ctrl} if ctrl else set()
+
     def _native(self, controllers: Iterable[str]) -> set[str]:
         out = set()
         for c in controllers:
@@ -385,16 +414,17 @@ class Hierarchy(ABC):
         res = self._run("\n".join(lines) + "\ntrue")
         return sorted({int(t) for t in res.stdout.split() if t.isdigit()})
 
-    def remove(self, path: str, timeout: float = 20.0) -> None:
-        """Kill every process in the cgroup's subtree (thawing it first), remove the directories
-        bottom-up in every hierarchy, and check they are gone. Raises CgroupError naming the
-        cgroup, the processes left and the rmdir error otherwise. Absent cgroups are fine."""
-        path = clean_path(path)
-        tops = self._top_dirs(path)
+    def _kill_script(self, tops: list[str], rmdir: bool, timeout: float) -> str:
+        """Thaw, then SIGKILL every process in the subtrees under `tops` until none is left
+        (and with rmdir, remove the directories bottom-up until they are gone). Exit 3 with the
+        cgroups, their processes and rmdir's errors when `timeout` passes."""
         qtops = " ".join(_q(d) for d in tops)
         rounds = max(1, int(timeout / 0.05))
-        script = f"""
-{self._thaw_kill_script(tops)}
+        rm = 'rmdir "$c" 2>/dev/null' if rmdir else ":"
+        busy = ('[ -d "$top" ] && left=1' if rmdir else
+                'read -r x < "$c/cgroup.procs" && left=1')  # cgroupfs sizes are 0: no -s
+        report = 'rmdir "$c"' if rmdir else ":"
+        return f"""{self._thaw_kill_script(tops)}
 i=0
 while :; do
     left=
@@ -402,9 +432,9 @@ while :; do
         [ -d "$top" ] || continue
         for c in $(find "$top" -depth -type d); do
             while read -r p; do kill -9 "$p" 2>/dev/null; done < "$c/cgroup.procs"
-            rmdir "$c" 2>/dev/null
+            {rm}
+            {busy}
         done
-        [ -d "$top" ] && left=1
     done
     [ -z "$left" ] && exit 0
     i=$((i + 1))
@@ -413,14 +443,34 @@ while :; do
             [ -d "$top" ] || continue
             for c in $(find "$top" -depth -type d); do
                 echo "$c: pids $(cat "$c/cgroup.procs" | tr '\\n' ' ')"
-                rmdir "$c"
+                {report}
             done
         done
         exit 3
     fi
     usleep 50000
 done"""
-        res = self._run(script, timeout=timeout + 30)
+
+    def kill(self, path: str, timeout: float = 20.0) -> None:
+        """SIGKILL every process in the cgroup's subtree (thawing it first: it stays thawed) and
+        wait until none is left; the cgroups stay. Raises CgroupError naming the cgroup and the
+        processes left."""
+        path = clean_path(path)
+        res = self._run(self._kill_script(self._top_dirs(path), False, timeout),
+                        timeout=timeout + 30)
+        if not res.ok:
+            detail = (res.stdout + res.stderr).strip()
+            raise CgroupError(f"cannot kill the processes of cgroup {path} on {self.version} "
+                              f"({self.release}) within {timeout:.0f}s: "
+                              f"{detail or f'exit {res.exit_status}'}")
+
+    def remove(self, path: str, timeout: float = 20.0) -> None:
+        """Kill every process in the cgroup's subtree (thawing it first), remove the directories
+        bottom-up in every hierarchy, and check they are gone. Raises CgroupError naming the
+        cgroup, the processes left and the rmdir error otherwise. Absent cgroups are fine."""
+        path = clean_path(path)
+        res = self._run(self._kill_script(self._top_dirs(path), True, timeout),
+                        timeout=timeout + 30)
         if not res.ok:
             detail = (res.stdout + res.stderr).strip()
             raise CgroupError(f"cannot remove cgroup {path} on {self.version} ({self.release}) "
@@ -440,8 +490,9 @@ done"""
         for filename, value in writes:
             dirs = self._file_dirs(path, filename)
             if not dirs:
+                ctrl = knobs.file_controller(filename, self.version) or "?"
                 return [*self._results(targets, None), WriteResult(
-                    f"{self.cgroup_dir(path)}/{filename}", value, False, None,
+                    f"{ROOT}/{ctrl}/{path}/{filename}", value, False, None,
                     self._missing_reason(filename))]
             first = len(targets)
             if len(dirs) == 1:
@@ -657,8 +708,9 @@ done"""
         start = (f"( {loop} ) > {_q(out)} 2>/dev/null < /dev/null &\n"
                  f"echo $! > {_q(out + '.pid')}")
         stop = (f"read -r pid < {_q(out + '.pid')} && kill \"$pid\" 2>/dev/null\n"
-                f"cat {_q(out)} 2>/dev/null; rm -f {_q(out)} {_q(out + '.pid')}; true")
-        return Sampler(start, stop, parse_samples)
+                f"rm -f {_q(out + '.pid')}; cat {_q(out)} 2>/dev/null; true")
+        read = f"cat {_q(out)} 2>/dev/null; rm -f {_q(out)}; true"
+        return Sampler(start, stop, parse_samples, read)
 
 
 def parse_samples(text: str) -> list[Sample]:
