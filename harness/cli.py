@@ -15,7 +15,7 @@ from . import hostcmd, images, kernels
 from .channels import ChannelError, CommandResult
 from .console import classify
 from .events import EventBus, TerminalPrinter
-from .machine import BootError, Machine, MachineConfig, memory_mib
+from .machine import BootError, Machine, MachineConfig, detect_accel, memory_mib
 
 EXIT_USAGE = 2
 EXIT_BOOT = 3  # the guest did not come up
@@ -200,9 +200,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     kernel_list = [kernels.resolve(spec, bus) for spec in specs]
     results_dir = Path(args.results or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
     writer = ResultsWriter(results_dir)
+    accel = args.accel
+    if accel == "auto":  # decided once for the run, and recorded
+        probe = MachineConfig(kernel=kernel_list[0],
+                              initrd=images.initrd_for(kernel_list[0], bus))
+        accel = detect_accel(probe, bus)
     runner = Runner(scenarios, kernel_list, args.hierarchy or ["v1", "v2"], writer, bus,
-                    jobs=args.jobs or default_jobs(), accel=args.accel)
-    info = environment(kernel_list, args.accel)
+                    jobs=args.jobs or default_jobs(), accel=accel)
+    info = environment(kernel_list, accel)
     info.update(argv=sys.argv, scenarios=[s.name for s in scenarios])
     writer.write_run_info(info)
     start = time.monotonic()

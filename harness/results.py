@@ -44,12 +44,12 @@ class ScenarioResult:
 
 
 class ResultsWriter:
-    """`results/<run-id>/`: results.jsonl (appended per scenario), run.json, consoles/, junit."""
+    """`results/<run-id>/`: results.jsonl (appended per scenario), run.json, junit.xml, and
+    machines/<boot>/ with each boot's console.log, qemu.argv and qemu.stderr."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "consoles").mkdir(exist_ok=True)
         self.jsonl = self.dir / "results.jsonl"
         self._lock = threading.Lock()
         self.results: list[ScenarioResult] = []
@@ -65,9 +65,6 @@ class ResultsWriter:
 
     def write_run_info(self, info: dict) -> None:
         (self.dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-    def console_path(self, name: str) -> Path:
-        return self.dir / "consoles" / f"{name}.log"
 
 
 def load_results(directory: Path) -> list[ScenarioResult]:

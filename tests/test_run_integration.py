@@ -112,6 +112,40 @@ def test_a_panicking_step_is_an_error_and_the_run_goes_on(tmp_path):
     assert got["zz-after"]["status"] == "pass"  # on a fresh machine after the panic
 
 
+def test_sigint_stops_every_machine_and_keeps_finished_results(tmp_path):
+    from test_integration import qemu_pids
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [*KHARNESS, "run", "scenarios/", "--kernel", "debian:6.1", "--hierarchy", "v2",
+         "--jobs", "2", "--results", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        cwd=REPO)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        finished = 0
+        for line in proc.stderr:  # wait until a few scenarios have run on a machine
+            finished += " PASS " in line or " FAIL " in line
+            if finished >= 3 or time.monotonic() > deadline:
+                break
+        mine = qemu_pids(parent=proc.pid)
+        assert mine, "no machine running mid-run"
+        proc.send_signal(2)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 10
+    while mine & qemu_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (mine & qemu_pids()), "qemu left running after SIGINT"
+    kept = [r for r in lines(out) if r["status"] in ("pass", "fail")]
+    assert len(kept) >= 3  # what finished before the interrupt is kept
+
+
 def test_the_catalogue_passes_or_skips_on_both_kernels_and_hierarchies(tmp_path):
     """The acceptance run of the scenario issue: every scenario passes or skips with a reason."""
     out = tmp_path / "r"
