@@ -236,6 +236,7 @@ class Runner:
         result.machine = f"{job_name}-boot{boot}"
         start = time.monotonic()
         first_event = len(vm.console.events)
+        taint_before = _tainted(vm)
         self.bus.emit("scenario.start", f"running {sc.name} on {cell.kernel.release} "
                       f"{cell.hierarchy}", scenario=sc.name)
         run = ScenarioRun(self, vm, h, cell, result)
@@ -282,6 +283,13 @@ class Runner:
             result.reason = f"kernel {kind}: {failures[0].payload or failures[0].line.strip()}"
             result.console_excerpt = vm.console.excerpt(failures[0])
             reboot = reboot or kind in ("panic", "lockup", "hung_task", "rcu_stall")
+        if vm.alive() and not kind and result.status != ERROR:
+            taint_after = _tainted(vm)
+            if taint_before is not None and taint_after not in (None, taint_before):
+                result.status, result.failure_kind = ERROR, "taint"
+                result.reason = (f"kernel taint changed from {taint_flags(taint_before)} to "
+                                 f"{taint_flags(taint_after)} during the scenario")
+                result.console_excerpt = vm.console_tail(40)
         if not vm.alive():
             reboot = True
             if result.status != ERROR:
@@ -290,6 +298,25 @@ class Runner:
                 result.console_excerpt = vm.console_tail(60)
         result.duration = time.monotonic() - start
         return result, reboot
+
+
+# /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
+TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
+
+
+def taint_flags(value: int) -> str:
+    letters = "".join(c for i, c in enumerate(TAINT_LETTERS) if value >> i & 1)
+    return f"{value} ({letters or 'none'})"
+
+
+def _tainted(vm: Machine) -> int | None:
+    """The kernel's taint mask, or None when the guest cannot tell (kirk compares it around
+    each test: a change nobody printed is still a kernel problem)."""
+    try:
+        r = vm.ssh.run("cat /proc/sys/kernel/tainted", timeout=10) if vm.ssh else None
+    except ChannelError:
+        return None
+    return int(r.stdout) if r is not None and r.ok and r.stdout.strip().isdigit() else None
 
 
 class ScenarioRun:

@@ -51,3 +51,11 @@ def test_junit_has_one_case_per_cell_with_reasons_and_expected_vs_observed():
     error = root.find(".//testcase/error")
     assert error.get("message").startswith("panic:")
     assert "sysrq triggered crash" in error.text
+
+
+def test_taint_flags_are_named():
+    from harness.runner import taint_flags
+
+    assert taint_flags(0) == "0 (none)"
+    assert taint_flags(512) == "512 (W)"
+    assert taint_flags(4096 + 8192) == "12288 (OE)"
