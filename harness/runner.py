@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 from . import images
 from .cgroups.hierarchy import CgroupError, make_hierarchy
-from .cgroups.knobs import KNOBS
+from .cgroups.knobs import KNOBS, controller_name
 from .channels import ChannelError, CommandResult
-from .checks import Check, evaluate
+from .checks import Check, evaluate, skip
 from .console import ConsoleEventKind, classify
 from .events import EventBus
 from .kernels import Kernel
@@ -365,13 +365,16 @@ class ScenarioRun:
     def check_requirements(self) -> str | None:
         vm, hier = self.vm, self.cell.hierarchy
         for c in self.sc.requires.controllers:
-            status = vm.info.controllers.get(c)
-            if status is None and c == "cpuacct" and hier == "v2":
-                status = vm.info.controllers.get("cpu")
-            if status is None:
-                return f"{c} controller unavailable on {hier} ({self.cell.kernel.release})"
-            if not status.available:
+            native = controller_name(c, hier)  # io<->blkio; None: core on v2 (freezer)
+            if native is None:
+                continue
+            status = vm.info.controllers.get(native)
+            if status is not None and not status.available:
+                # the boot's own finding, with the kernel config behind it (CONFIG_MEMCG_V1...)
                 return f"{c} controller unavailable on {hier}: {status.reason}"
+            ok, reason = self.h.has_controller(native)
+            if not ok:
+                return reason
         for feature in self.sc.requires.features:
             ok, reason = self.h.feature(feature)
             if not ok:
@@ -525,10 +528,25 @@ class ScenarioRun:
     def observe(self) -> None:
         for exp in self.sc.expect:
             if not self.applies(exp.when):
-                continue
-            observed, reason = self._observe(exp)
-            check = evaluate(exp, observed, reason)
+                check = skip(exp, f"does not apply to {self.cell.kernel.release} "
+                             f"{self.cell.hierarchy}")
+            elif exp.kind == "step" and self._missing_field(exp):
+                # A field the step never printed is a failure, not a skip: a typo in the
+                # scenario or a workload that died early must not pass silently.
+                check = Check(description=f"step {exp.target} {exp.field}",
+                              expected=f"{exp.op} {exp.value}",
+                              observed=f"nothing: the step printed no {exp.field}=",
+                              passed=False, skipped_reason=None)
+            else:
+                observed, reason = self._observe(exp)
+                check = evaluate(exp, observed, reason)
             self.result.checks.append(asdict(check))
+
+    def _missing_field(self, exp) -> bool:
+        outcome = self.outcomes.get(exp.target)
+        return (outcome is not None
+                and exp.field not in ("exit_status", "signal", "timed_out", "duration")
+                and exp.field not in outcome["fields"])
 
     def _observe(self, exp) -> tuple[object, str | None]:
         if exp.kind == "step":

@@ -470,7 +470,11 @@ def _expand(arg: Path) -> Iterator[tuple[Path, str, str, Problem | None]]:
         if not files:
             yield arg, "", str(arg), Problem(str(arg), "", "no *.yaml or *.yml scenario files here")
         for f in files:
-            yield f, f.relative_to(arg).with_suffix("").as_posix(), str(f), None
+            # Named from the catalogue root whatever folder was given: `run scenarios/freezer`
+            # and `run scenarios/` both call it freezer/freeze-thaw.
+            base = next((d for d in f.resolve().parents if d.name == "scenarios"), None)
+            name = (f.resolve().relative_to(base) if base else f.relative_to(arg))
+            yield f, name.with_suffix("").as_posix(), str(f), None
     elif arg.is_file():
         if arg.suffix not in (".yaml", ".yml"):
             yield arg, "", str(arg), Problem(str(arg), "", "not a scenario file (*.yaml, *.yml)")

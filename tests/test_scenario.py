@@ -63,7 +63,10 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 def test_valid_directory_loads_every_file_sorted_with_relative_names() -> None:
     scenarios, problems = load([VALID])
     assert problems == []
-    assert [s.name for s in scenarios] == ["io/throttle", "memory/oom-kill", "minimal"]
+    # named from the nearest folder called "scenarios", whichever folder was given
+    assert [s.name for s in scenarios] == ["valid/io/throttle", "valid/memory/oom-kill",
+                                           "valid/minimal"]
+    assert [s.name for s in load([VALID / "memory"])[0]] == ["valid/memory/oom-kill"]
 
 
 def test_oom_kill_scenario_loads_into_the_dataclasses() -> None:
