@@ -208,6 +208,8 @@ class Runner:
                 while pending and not self._cancel.is_set():
                     cell = pending.pop(0)
                     result, reboot = self._run_cell(vm, hierarchy, cell, job.name, boot)
+                    if self._cancel.is_set():
+                        return  # interrupted: its machine was pulled away, nothing to record
                     self._record(result)
                     if reboot or not vm.alive():
                         break

@@ -198,7 +198,7 @@ class RunStep:
     cgroup: str = ROOT
     timeout: float = DEFAULT_TIMEOUT
     background: bool = False
-    sample: bool = False
+    sample: bool = True  # sampled when the scenario requires memory
     when: When | None = None
 
 
@@ -785,7 +785,7 @@ class _Checker:
         steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
         self.step_kinds = self._steps(steps)
         self.sampled_cgroups = {_normalize_cgroup(s.get("cgroup", ROOT)) for s in steps
-                                if isinstance(s, dict) and "run" in s and s.get("sample") is True
+                                if isinstance(s, dict) and "run" in s and s.get("sample", True) is True
                                 and isinstance(s.get("cgroup", ROOT), str)}
         expect = doc.get("expect") if isinstance(doc.get("expect"), list) else []
         for i, exp in enumerate(expect):
@@ -1138,7 +1138,7 @@ def _build(path: Path, name: str, doc: dict[str, Any]) -> Scenario:
             steps.append(RunStep(run=s["run"], cgroup=cgroup,
                                  timeout=float(s.get("timeout", DEFAULT_TIMEOUT)),
                                  background=s.get("background", False),
-                                 sample=s.get("sample", False), **common))
+                                 sample=s.get("sample", True), **common))
         elif "write" in s:
             steps.append(WriteStep(write=s["write"], value=s["value"], cgroup=cgroup,
                                    expect_error=s.get("expect_error"), **common))
