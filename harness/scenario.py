@@ -177,6 +177,27 @@ class MachineSpec:
     disk: str | None = None
     rdma: bool = False
     fresh_boot: bool = False
+    gdb: bool = False  # QEMU's gdbstub and nokaslr: set when the scenario has a gdb section
+
+
+@dataclass(frozen=True)
+class GdbBreakpoint:
+    """A breakpoint captured while the steps run, with what its backtraces must show."""
+
+    index: int
+    location: str  # a function, or file:line
+    comm: str | None = None  # only hits in a task of this name
+    cgroup: str | None = None  # only hits charging this cgroup's memcg (best effort)
+    count: int = 1  # hits to capture
+    capture: tuple[str, ...] = ()  # expressions printed at each hit
+    frames: tuple[str, ...] = ()  # must appear in every captured trace, in this order
+    not_frames: tuple[str, ...] = ()  # must appear in none
+    hits: tuple[int, int] | None = None  # range of captured hits (default: at least one)
+    when: When | None = None
+
+    @property
+    def is_function(self) -> bool:
+        return ":" not in self.location
 
 
 @dataclass(frozen=True)
@@ -285,6 +306,7 @@ class Scenario:
     cgroups: tuple[CgroupSpec, ...] = ()
     steps: tuple[Step, ...] = ()
     expect: tuple[Expectation, ...] = ()
+    gdb: tuple[GdbBreakpoint, ...] = ()
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -750,7 +772,8 @@ class _Checker:
             yield path, f"{inst!r}: {sch.get('x-pattern-message') or e.message}"
         elif v == "oneOf" and "x-exactly-one" in sch:
             kinds = sch["x-exactly-one"]
-            what = "an expectation" if path[:1] == ("expect",) else "a step"
+            what = {"expect": "an expectation", "gdb": "a breakpoint"}.get(
+                str(path[0]) if path else "", "a step")
             present = [k for k in kinds if isinstance(inst, dict) and k in inst]
             if present:
                 yield path, (f"{' and '.join(present)} in one entry: {what} has exactly one of "
@@ -791,6 +814,22 @@ class _Checker:
         for i, exp in enumerate(expect):
             if isinstance(exp, dict):
                 self._expectation(("expect", i), exp)
+        for i, bp in enumerate(doc.get("gdb") if isinstance(doc.get("gdb"), list) else []):
+            if not isinstance(bp, dict):
+                continue
+            if "cgroup" in bp:
+                self._cgroup_ref(("gdb", i, "cgroup"), bp["cgroup"])
+            if "when" in bp:
+                self._when(("gdb", i, "when"), bp["when"])
+            hits = bp.get("hits")
+            if isinstance(hits, list) and len(hits) == 2 and all(
+                    isinstance(h, int) for h in hits) and hits[0] > hits[1]:
+                self.problem(("gdb", i, "hits"), f"empty range {hits}: low above high")
+            count = bp.get("count", 1)
+            if isinstance(hits, list) and len(hits) == 2 and isinstance(count, int) \
+                    and isinstance(hits[0], int) and hits[0] > count:
+                self.problem(("gdb", i, "hits"), f"at most count={count} hits are captured, "
+                             f"so {hits[0]} can never be reached")
 
     def _machine(self, machine: dict[str, Any]) -> bool:
         for key in ("memory", "swap", "disk"):
@@ -1181,8 +1220,23 @@ def _build(path: Path, name: str, doc: dict[str, Any]) -> Scenario:
             disk=_size_text(mach.get("disk")),
             rdma=mach.get("rdma", False),
             fresh_boot=mach.get("fresh_boot", False),
+            gdb=bool(doc.get("gdb")),
         ),
         cgroups=tuple(cgroups),
         steps=tuple(steps),
         expect=tuple(expectations),
+        gdb=tuple(_gdb_breakpoint(i, b) for i, b in enumerate(doc.get("gdb") or [])),
+    )
+
+
+def _gdb_breakpoint(index: int, b: dict[str, Any]) -> GdbBreakpoint:
+    hits = b.get("hits")
+    if isinstance(hits, int):
+        hits = (hits, hits)
+    return GdbBreakpoint(
+        index=index, location=b.get("function") or b["location"], comm=b.get("comm"),
+        cgroup=_normalize_cgroup(b["cgroup"]) if "cgroup" in b else None,
+        count=int(b.get("count", 1)), capture=tuple(b.get("capture") or ()),
+        frames=tuple(b.get("frames") or ()), not_frames=tuple(b.get("not_frames") or ()),
+        hits=tuple(hits) if hits is not None else None, when=_when_of(b.get("when")),
     )

@@ -64,8 +64,8 @@ def test_valid_directory_loads_every_file_sorted_with_relative_names() -> None:
     scenarios, problems = load([VALID])
     assert problems == []
     # named from the nearest folder called "scenarios", whichever folder was given
-    assert [s.name for s in scenarios] == ["valid/io/throttle", "valid/memory/oom-kill",
-                                           "valid/minimal"]
+    assert [s.name for s in scenarios] == ["valid/gdb/charge-path", "valid/io/throttle",
+                                           "valid/memory/oom-kill", "valid/minimal"]
     assert [s.name for s in load([VALID / "memory"])[0]] == ["valid/memory/oom-kill"]
 
 
@@ -314,7 +314,7 @@ def test_validate_command_lists_problems_on_stderr_and_exits_2(
 def test_validate_command_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate_command([str(VALID)]) == 0
     out, err = capsys.readouterr()
-    assert out == "3 scenarios OK\n" and err == ""
+    assert out == "4 scenarios OK\n" and err == ""
 
 
 def test_the_repository_scenarios_validate() -> None:
