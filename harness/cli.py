@@ -61,7 +61,10 @@ def cmd_kernel_fetch(args: argparse.Namespace) -> int:
     bus = _bus(args)
     for spec in args.spec:
         k = kernels.resolve(spec, bus, refresh=True)
-        print(f"{spec}\t{k.release}\t{k.vmlinux}")
+        line = f"{spec}\t{k.release}\t{k.vmlinux}"
+        if args.debug:  # a DebugSymbolsError is a KernelSpecError: one line, exit 2
+            line += f"\t{kernels.fetch_debug(k, bus)}"
+        print(line)
     return 0
 
 
@@ -268,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = p.add_subparsers(dest="kcmd", required=True, parser_class=_Parser)
     kp = ksub.add_parser("fetch", help="fetch the newest kernel of a spec into the cache")
     kp.add_argument("spec", nargs="+")
+    kp.add_argument("--debug", action="store_true",
+                    help="also the vmlinux with debug info, for gdb (Debian: the -dbg package, "
+                    "~1 GB download, ~0.6 GB kept; path: kernels: the file itself)")
     kp.add_argument("-q", "--quiet", action="store_true")
     kp.set_defaults(func=cmd_kernel_fetch)
     kp = ksub.add_parser("list", help="cached kernels with the config flags that matter")

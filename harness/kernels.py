@@ -121,6 +121,15 @@ class Kernel:
     def version_tuple(self) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", self.release)[:3])
 
+    @property
+    def debug_vmlinux(self) -> Path | None:
+        """The vmlinux with DWARF for gdb, or None when it has not been fetched (see
+        `fetch_debug`). A `path:` kernel's own file counts when it is an ELF with .debug_info."""
+        if self.spec.startswith("path:"):
+            return self.image if self.image and has_debug_info(self.image) else None
+        debug = self.vmlinux.parent / DEBUG_VMLINUX
+        return debug if debug.is_file() else None
+
 
 def read_config(path: Path) -> dict[str, str]:
     """A kernel .config as {CONFIG_X: value}; `# CONFIG_X is not set` gives 'n'."""
@@ -429,6 +438,176 @@ def _find_path_config(image_path: Path, vmlinux: bytes, modules_dir: Path | None
         if cand.is_file():
             return cand.read_text(errors="replace")
     return None
+
+
+# --- debug symbols -----------------------------------------------------------------------------
+
+DEBUG_VMLINUX = "vmlinux.debug"  # in the kernel's cache entry
+
+
+class DebugSymbolsError(KernelSpecError):
+    """No vmlinux with DWARF for a kernel: the message says what to do."""
+
+
+def has_debug_info(path: Path) -> bool:
+    """Is `path` an ELF file with a .debug_info section (`readelf -S`)?"""
+    cached = _debug_info_cache.get(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (st.st_size, st.st_mtime_ns)
+    if cached and cached[0] == key:
+        return cached[1]
+    with path.open("rb") as f:
+        is_elf = f.read(4) == b"\x7fELF"
+    answer = False
+    if is_elf:
+        proc = subprocess.run(["readelf", "-S", "-W", str(path)], capture_output=True, text=True,
+                              check=False, stdin=subprocess.DEVNULL)
+        answer = proc.returncode == 0 and re.search(r"\s\.debug_info\s", proc.stdout) is not None
+    _debug_info_cache[path] = (key, answer)
+    return answer
+
+
+_debug_info_cache: dict[Path, tuple[tuple[int, int], bool]] = {}
+
+
+def build_id(path: Path) -> str | None:
+    """The GNU build ID of an ELF file (`readelf -n`), None when it has none."""
+    proc = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL)
+    m = re.search(r"Build ID: ([0-9a-f]+)", proc.stdout)
+    return m.group(1) if m else None
+
+
+def fetch_debug(kernel: Kernel, bus: EventBus) -> Path:
+    """The vmlinux with DWARF for `kernel`, for gdb. Idempotent.
+
+    Debian kernels: `linux-image-<release>-dbg` is downloaded (858 MB for 6.1, 1034 MB for
+    6.12), only `usr/lib/debug/boot/vmlinux-<release>` is extracted from it, stored as
+    `vmlinux.debug` in the kernel's cache entry, and the deb is deleted. Its build ID must be
+    the booted vmlinux's. `path:` kernels: the file given, when it carries .debug_info.
+    """
+    if kernel.spec.startswith("path:"):
+        return _path_debug(kernel)
+    entry = kernel.vmlinux.parent
+    target = entry / DEBUG_VMLINUX
+    if target.is_file():
+        bus.emit("kernel.debug.cached", f"{kernel.release}: debug symbols are cached",
+                 release=kernel.release, path=str(target), bytes=target.stat().st_size)
+        return target
+    release = kernel.release
+    package = f"linux-image-{release}-dbg"
+    start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f".fetch-dbg-{release}-", dir=kernels_root()))
+    try:
+        bus.emit("kernel.debug.download", f"{release}: downloading {package} (about 1 GB)",
+                 release=release, package=package)
+        deb = _download_dbg(package, kernel.package_version, work)
+        deb_bytes = deb.stat().st_size
+        downloaded = time.monotonic()
+        bus.emit("kernel.debug.extract",
+                 f"{release}: downloaded {deb.name} ({deb_bytes / 2**20:.0f} MiB) in "
+                 f"{downloaded - start:.1f}s; extracting vmlinux-{release}",
+                 release=release, bytes=deb_bytes, seconds=downloaded - start)
+        member = f"./usr/lib/debug/boot/vmlinux-{release}"
+        extracted = _extract_member(deb, member, work / "tree")
+        deb.unlink()
+        want, got = build_id(kernel.vmlinux), build_id(extracted)
+        if want and got != want:
+            raise DebugSymbolsError(
+                f"{package} does not match {kernel.vmlinux}: build ID {got} != {want} (the "
+                f"archive has another build of {release}: `kharness kernel fetch --debug "
+                f"debian:{release.removesuffix('-amd64')}` after removing {entry})")
+        os.replace(extracted, target)
+        done = time.monotonic()
+        size = target.stat().st_size
+        bus.emit("kernel.debug.ready",
+                 f"{release}: debug vmlinux ready ({size / 2**20:.0f} MiB, extracted in "
+                 f"{done - downloaded:.1f}s, {done - start:.1f}s in all)",
+                 release=release, path=str(target), bytes=size, deb_bytes=deb_bytes,
+                 download_seconds=downloaded - start, extract_seconds=done - downloaded,
+                 seconds=done - start)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _download_dbg(package: str, version: str, work: Path) -> Path:
+    """`apt-get download` the dbg package: the version of the booted image first, else the
+    archive's candidate (the build ID check then decides)."""
+    tries = [f"{package}={version}", package] if version else [package]
+    error: hostcmd.HostCommandError | None = None
+    for name in tries:
+        try:
+            hostcmd.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", name],
+                        f"downloading {name}", cwd=work)
+            break
+        except hostcmd.HostCommandError as exc:
+            error = exc
+    else:
+        assert error is not None
+        raise DebugSymbolsError(f"{error} (`apt-cache policy {package}` shows what the "
+                                "archive has; run `apt-get update` if it has nothing)")
+    debs = list(work.glob("*.deb"))
+    if len(debs) != 1:
+        raise hostcmd.HostCommandError(f"downloading {package}", ["apt-get", "download"], 1,
+                                       f"expected one .deb, found {debs}")
+    return debs[0]
+
+
+def _extract_member(deb: Path, member: str, dest: Path) -> Path:
+    """One file out of a deb's data tarball: `dpkg-deb --fsys-tarfile DEB | tar -x MEMBER`.
+
+    tar stops at the first match (`--occurrence`): the debug vmlinux sorts before the modules'
+    debug files, so most of the ~5 GB tarball is never decompressed. dpkg-deb then dies of the
+    closed pipe, which is expected; tar's status and the file decide."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dpkg_argv = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    tar_argv = ["tar", "-x", "-C", str(dest), "--occurrence=1", member]
+    dpkg = subprocess.Popen(dpkg_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        tar = subprocess.Popen(tar_argv, stdin=dpkg.stdout, stderr=subprocess.PIPE)
+    except BaseException:
+        dpkg.kill()
+        dpkg.wait()
+        raise
+    assert dpkg.stdout is not None
+    dpkg.stdout.close()  # tar holds the read end: dpkg-deb gets SIGPIPE when tar exits
+    _, tar_err = tar.communicate()
+    try:
+        _, dpkg_err = dpkg.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        dpkg.kill()
+        _, dpkg_err = dpkg.communicate()
+    out = dest / member
+    if tar.returncode != 0 or not out.is_file():
+        argv = [*dpkg_argv, "|", *tar_argv]
+        err = tar_err.decode(errors="replace") + dpkg_err.decode(errors="replace")
+        raise hostcmd.HostCommandError(f"extracting {member} from {deb.name}", argv,
+                                       tar.returncode or dpkg.returncode or 1,
+                                       err or f"{member} is not in {deb.name}")
+    return out
+
+
+def _path_debug(kernel: Kernel) -> Path:
+    image = kernel.image
+    if image and has_debug_info(image):
+        return image
+    hint = ""
+    if image:
+        for parent in image.parents[:5]:
+            cand = parent / "vmlinux"
+            if cand != image and cand.is_file() and has_debug_info(cand):
+                hint = f": the build tree has one, use the spec path:{cand}"
+                break
+        else:
+            hint = (": give the spec the ELF vmlinux of a build with CONFIG_DEBUG_INFO "
+                    "(e.g. CONFIG_DEBUG_INFO_DWARF5=y), not the bzImage")
+    raise DebugSymbolsError(f"kernel {kernel.spec}: {image} has no debug info (no .debug_info "
+                            f"section){hint}")
 
 
 # --- the entry point --------------------------------------------------------------------------

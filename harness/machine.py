@@ -83,6 +83,10 @@ class MachineConfig:
     workdir: Path | None = None  # console log and QEMU stderr go here
     qemu: str = QEMU
     extra_args: tuple[str, ...] = ()
+    # QEMU's gdbstub on 127.0.0.1:Machine.gdb_port, and `nokaslr` (without it the symbols'
+    # addresses are not the running kernel's and no breakpoint hits). The guest boots normally
+    # (no -S): a debugger attaches later (channels/gdb.py).
+    gdb: bool = False
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Machine:
         self.bus = bus
         self.key = new_client_key()
         self.port = free_port()
+        self.gdb_port: int | None = free_port() if config.gdb else None
         self.proc: subprocess.Popen[bytes] | None = None
         # printk timestamps (Debian's PRINTK_TIME, forced with printk.time=1) tell kernel lines
         # from userspace output: only timestamped lines can be kernel reports.
@@ -163,6 +168,8 @@ class Machine:
             args.append(f"kharness.swap={c.swap}")
         if c.rdma:
             args.append("kharness.rdma=1")
+        if c.gdb:
+            args.append("nokaslr")
         groups = list(c.module_groups)
         if c.disk and "disk" not in groups:
             groups.append("disk")
@@ -184,6 +191,7 @@ class Machine:
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-no-reboot",
             *self._disk_args(),
+            *(["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"] if self.gdb_port else []),
             *c.extra_args,
         ]
 
