@@ -427,6 +427,9 @@ class Machine:
             self.bus.emit("machine.stopped", f"{self.config.kernel.release} stopped "
                           f"({'soft' if soft else 'hard'})", exit_code=proc.returncode)
         if self.ssh is not None:
+            if self.ssh.retries or self.ssh.reconnects:
+                self.bus.emit("debug.ssh", f"{self.config.kernel.release}: {self.ssh.retries} SSH "
+                              f"exec(s) retried, {self.ssh.reconnects} reconnect(s)")
             self.ssh.close()
             self.ssh = None
         if self.serial is not None:
@@ -438,15 +441,21 @@ class Machine:
             except OSError:
                 pass
             self._serial_peer = None
+        # The console reader reads QEMU's stdout by fd number: close that pipe only once the
+        # reader has seen its EOF (QEMU is gone), or a number reused meanwhile by another
+        # machine's socket (parallel jobs) would be read from, stealing its SSH bytes.
+        if self._reader is not None:
+            self._reader.join(timeout=10)
         if proc is not None:
-            for stream in (proc.stdin, proc.stdout):
+            streams = [proc.stdin]
+            if self._reader is None or not self._reader.is_alive():
+                streams.append(proc.stdout)
+            for stream in streams:
                 try:
                     if stream:
                         stream.close()
                 except OSError:
                     pass
-        if self._reader is not None:
-            self._reader.join(timeout=2)
         if self._own_workdir and self._booted and not self.keep_workdir \
                 and not self.console.failures:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -188,6 +188,7 @@ class Runner:
     def _run_job(self, job: MachineJob) -> None:
         pending = list(job.cells)
         boot = 0
+        boot_retried = False
         while pending and not self._cancel.is_set():
             boot += 1
             config = self._machine_config(job, boot)
@@ -198,6 +199,15 @@ class Runner:
                 try:
                     vm.start()
                 except BootError as exc:
+                    if exc.failure and not boot_retried and not self._cancel.is_set():
+                        # A kernel that dies while booting under TCG (seen: an int3 oops in
+                        # 6.12's text patching, 1 boot in ~30) gets one more boot; its
+                        # console stays in machines/ for the record.
+                        boot_retried = True
+                        self.bus.emit("machine.retry", f"{job.name}: boot {boot} failed "
+                                      f"({exc.reason}); booting once more; console in "
+                                      f"{config.workdir}", machine=job.name)
+                        continue
                     # Every scenario this boot would have run is an error, with the console.
                     for cell in pending:
                         self._record(self._result(cell, ERROR, f"boot failed: {exc.reason}",
@@ -258,6 +268,8 @@ class Runner:
             reboot = exc.reboot
         except ChannelError as exc:
             result.status, result.reason = ERROR, f"lost the guest: {exc}"
+            result.failure_kind = "ssh"
+            result.console_excerpt = _diagnose_ssh(vm)
             reboot = True
         except CgroupError as exc:
             result.status, result.reason, result.failure_kind = ERROR, str(exc), "cgroup"
@@ -309,6 +321,21 @@ TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
 def taint_flags(value: int) -> str:
     letters = "".join(c for i, c in enumerate(TAINT_LETTERS) if value >> i & 1)
     return f"{value} ({letters or 'none'})"
+
+
+def _diagnose_ssh(vm: Machine) -> str:
+    """What the serial console says when SSH went away: dropbear's log, the processes, the
+    kernel's last words; the console tail when the serial shell does not answer either."""
+    if vm.alive() and vm.serial is not None:
+        try:
+            r = vm.serial.run("echo '== dropbear.log'; tail -20 /var/log/dropbear.log; "
+                              "echo '== ps'; ps -o pid,ppid,stat,comm,args; echo '== tcp'; cat /proc/net/tcp; "
+                              "echo '== dmesg'; dmesg | tail -30", timeout=15)
+            if not r.timed_out:
+                return "SSH was lost; the serial console shows:\n" + r.stdout[-6000:]
+        except ChannelError:
+            pass
+    return vm.console_tail(60)
 
 
 def _tainted(vm: Machine) -> int | None:

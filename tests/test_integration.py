@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,15 @@ def test_machine_channels_swap_and_rdma(bus):
         assert "contexts_ok=2" in r.stdout and "pds_ok=2" in r.stdout
         r = vm.ssh.run("mkdir /sys/fs/cgroup/t && cat /sys/fs/cgroup/t/rdma.max", check=True)
         assert r.stdout.startswith("rxe0 hca_handle=max")
+        # a connection dropped under the channel is reopened before the next command
+        vm.ssh.client.get_transport().close()
+        assert vm.ssh.run("echo again", check=True).stdout == "again\n"
+        assert vm.ssh.reconnects == 1
+        # commands from several threads at once, each channel closing as the next opens
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda i: vm.ssh.run(f"echo {i}", check=True).stdout,
+                                 range(60)))
+        assert outs == [f"{i}\n" for i in range(60)]
     assert vm.proc is not None and vm.proc.poll() is not None
 
 

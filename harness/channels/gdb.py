@@ -481,12 +481,17 @@ class GdbChannel:
                     proc.wait(timeout=wait)
                 except (subprocess.TimeoutExpired, ProcessLookupError):
                     pass
-            for stream in (proc.stdin, proc.stdout):
+        # The reader sees EOF once gdb is gone: join it before closing its pipe.
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if proc is not None:
+            streams = [proc.stdin]
+            if self._reader is None or not self._reader.is_alive():
+                streams.append(proc.stdout)
+            for stream in streams:
                 with contextlib.suppress(OSError):
                     if stream:
                         stream.close()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
         if not detached:
             # gdb went away with the guest possibly stopped (QEMU leaves it paused when the
             # debugger's connection closes): a bare detach on the stub resumes it.

@@ -7,6 +7,7 @@ import io
 import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,9 @@ class SSHChannel:
         self.host_key = host_key
         self.user = user
         self.client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self.retries = 0  # exec attempts that failed before the command ran (then retried)
+        self.reconnects = 0
 
     @property
     def authorized_key(self) -> str:
@@ -113,18 +117,8 @@ class SSHChannel:
         if self.client is None:
             raise ChannelError("SSH channel is not connected")
         text = command_text(cmd)
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise ChannelError("SSH connection to the guest is gone")
         start = time.monotonic()
-        try:
-            chan = transport.open_session(timeout=10)
-            chan.exec_command(text)
-            if stdin is not None:
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            chan.shutdown_write()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ChannelError(f"SSH exec failed for {text!r}: {exc}") from exc
+        chan = self._start(text, stdin)
         out, err = bytearray(), bytearray()
         deadline = None if timeout is None else start + timeout
         timed_out = False
@@ -157,6 +151,62 @@ class SSHChannel:
         if check and not result.ok:
             raise CommandFailed(result)
         return result
+
+    def _start(self, text: str, stdin: str | bytes | None) -> paramiko.Channel:
+        """A channel running `text`. A failure before the server accepted the exec request
+        means the command never ran, so it is retried (twice): dropbear sometimes closes a
+        channel it has just opened, or drops the connection, when several channels open and
+        close at once (seen when an OOM kill ends two commands together). A dead connection
+        is reopened first."""
+        last: Exception | None = None
+        for _ in range(3):
+            client = self.client
+            if client is None:
+                raise ChannelError("SSH channel is not connected")
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                try:
+                    client = self._reconnect(client)
+                except ChannelError as exc:
+                    raise ChannelError(f"SSH connection to the guest is gone ({last or 'closed'}) "
+                                       f"and reconnecting failed: {exc}") from exc
+                transport = client.get_transport()
+                if transport is None:
+                    raise ChannelError("SSH connection to the guest is gone")
+            chan = None
+            try:
+                # A window no command's output fills: paramiko never sends a WINDOW_ADJUST,
+                # which could cross the server's CLOSE (see _send_eof).
+                chan = transport.open_session(window_size=WINDOW, timeout=10)
+                chan.exec_command(text)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                last = exc
+                if chan is not None:
+                    chan.close()
+                self.retries += 1
+                time.sleep(0.05)
+                continue
+            try:
+                if stdin is not None:
+                    chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+                _send_eof(chan, transport)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                chan.close()
+                raise ChannelError(f"SSH connection lost while running {text!r}: {exc}") \
+                    from exc
+            return chan
+        raise ChannelError(f"SSH exec failed for {text!r}: {last}")
+
+    def _reconnect(self, dead: paramiko.SSHClient) -> paramiko.SSHClient:
+        """A new connection in place of `dead` (once, whichever thread comes first)."""
+        with self._lock:
+            if self.client is dead:
+                dead.close()
+                self.connect(timeout=5.0)
+                self.reconnects += 1
+            if self.client is None:
+                raise ChannelError("SSH channel was closed")
+            return self.client
 
     def start(self, cmd: str | Sequence[str]) -> None:
         """Start a command and do not wait for it (e.g. `poweroff -f`, which never answers)."""
@@ -206,6 +256,24 @@ class SSHChannel:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+WINDOW = 2**31 - 1
+
+
+def _send_eof(chan: paramiko.Channel, transport: paramiko.Transport) -> None:
+    """Send EOF on the channel unless it is already closed, holding the channel's lock while
+    sending. paramiko's shutdown_write() releases that lock before it sends: when the command
+    ends at once, its EOF can then leave after paramiko's own reply to the server's CLOSE.
+    dropbear has freed the channel by then: the late EOF either hits a new channel that took
+    the slot (that channel closes before its command runs: "Channel closed") or is an
+    "Unknown channel" and dropbear drops the whole connection."""
+    with chan.lock:
+        if chan.closed or chan.eof_sent:
+            return
+        message = chan._send_eof()
+        if message is not None:
+            transport._send_user_message(message)
 
 
 def host_key_blob(line: str) -> str | None:
