@@ -29,6 +29,7 @@ class ScenarioResult:
     checks: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     samples: dict[str, list] = field(default_factory=dict)  # cgroup -> [[t, usage, swap], ...]
+    backtraces: list[dict] = field(default_factory=list)  # gdb hits: frames, text (capture.py)
     console_excerpt: str = ""
     failure_kind: str | None = None  # panic, oops, bug, warning, lockup, hang, taint
     duration: float = 0.0
@@ -111,8 +112,10 @@ def junit_xml(results: list[ScenarioResult]) -> str:
     suites: dict[str, list[TestCase]] = {}
     for r in results:
         suite = f"{r.kernel}.{r.hierarchy}"
+        stdout = "\n".join(f"gdb #{b['breakpoint']} {b['location']} hit {b['hit']} in "
+                            f"{b['comm']}[{b['pid']}]:\n{b['text']}" for b in r.backtraces)
         tc = TestCase(name=r.scenario, classname=f"kharness.{r.kernel}.{r.hierarchy}",
-                      elapsed_sec=r.duration, file=r.scenario)
+                      elapsed_sec=r.duration, file=r.scenario, stdout=stdout or None)
         if r.status == SKIP:
             tc.add_skipped_info(message=r.reason)
         elif r.status == FAIL:

@@ -16,7 +16,8 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from . import images
+from . import images, kernels
+from .capture import GdbCapture, SkipReason
 from .cgroups.hierarchy import CgroupError, make_hierarchy
 from .cgroups.knobs import KNOBS, controller_name
 from .channels import ChannelError, CommandResult
@@ -136,8 +137,36 @@ class Runner:
 
     # --- running --------------------------------------------------------------------------
 
+    def _fetch_debug(self, jobs: list[MachineJob]) -> dict[str, str]:
+        """Debug symbols for every kernel a gdb scenario runs on, fetched before any boot (one
+        download per kernel, not one per machine). Kernel release -> why there are none."""
+        missing: dict[str, str] = {}
+        seen: set[str] = set()
+        for job in jobs:
+            if not any(c.scenario.gdb for c in job.cells) or job.kernel.release in seen:
+                continue
+            seen.add(job.kernel.release)
+            try:
+                kernels.fetch_debug(job.kernel, self.bus)
+            except Exception as exc:  # noqa: BLE001 - the scenarios say why they cannot run
+                missing[job.kernel.release] = f"no vmlinux with debug info for gdb: {exc}"
+                self.bus.emit("kernel.debug.missing", f"{job.kernel.release}: {exc}")
+        return missing
+
     def run(self) -> list[ScenarioResult]:
         jobs, pre = self.plan()
+        for release, reason in self._fetch_debug(jobs).items():
+            for job in jobs:
+                if job.kernel.release != release:
+                    continue
+                keep = []
+                for cell in job.cells:
+                    if cell.scenario.gdb:
+                        pre.append(self._result(cell, SKIP, reason))
+                    else:
+                        keep.append(cell)
+                job.cells = keep
+        jobs = [j for j in jobs if j.cells]
         self.total = len(pre) + sum(len(j.cells) for j in jobs)
         self.bus.emit("run.plan", f"{self.total} scenario runs on {len(jobs)} machine(s), "
                       f"{len(pre)} skipped before boot, {self.jobs} in parallel",
@@ -183,6 +212,7 @@ class Runner:
             kernel=job.kernel, initrd=initrd, memory=spec.memory, cpus=spec.cpus,
             hierarchy=job.hierarchy, swap=spec.swap, rdma=spec.rdma, disk=spec.disk,
             accel=self.accel, boot_timeout=self.boot_timeout, workdir=workdir,
+            gdb=bool(getattr(spec, "gdb", False)),
         )
 
     def _run_job(self, job: MachineJob) -> None:
@@ -259,9 +289,14 @@ class Runner:
                 result.status, result.reason = SKIP, skip
             else:
                 run.setup()
-                run.steps()
-                run.observe()
-                result.status = FAIL if result.failed_checks() else PASS
+                skip = run.start_gdb()
+                if skip:
+                    result.status, result.reason = SKIP, skip
+                else:
+                    run.steps()
+                    run.finish_gdb()
+                    run.observe()
+                    result.status = FAIL if result.failed_checks() else PASS
         except ScenarioAbort as exc:
             result.status, result.reason, result.failure_kind = ERROR, str(exc), exc.kind
             result.console_excerpt = exc.excerpt
@@ -279,6 +314,7 @@ class Runner:
             result.console_excerpt = traceback.format_exc()[-3000:]
             reboot = True
         finally:
+            run.close_gdb()
             if vm.alive() and not reboot:
                 try:
                     run.cleanup()
@@ -366,6 +402,7 @@ class ScenarioRun:
         self.controllers: set[str] = set(self.sc.requires.controllers)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="step")
         self.values = {"rdma": "rxe0"}
+        self.gdb: GdbCapture | None = None
 
     # helpers
     def path(self, cgroup: str | None) -> str:
@@ -445,6 +482,54 @@ class ScenarioRun:
                 if not w.ok:
                     raise ScenarioAbort("setup", f"cgroup {cg.path}: writing {value!r} to {name} "
                                         f"failed: {w.errno or w.message}")
+
+    # gdb
+    def start_gdb(self) -> str | None:
+        """Attach gdb and set the scenario's breakpoints before the first step. Returns a skip
+        reason when no breakpoint can be set and nothing else is expected."""
+        if not self.sc.gdb:
+            return None
+        kernel = self.cell.kernel
+        vmlinux = kernel.debug_vmlinux
+        if vmlinux is None or self.vm.gdb_port is None:
+            raise ScenarioAbort("harness", f"gdb scenario without debug symbols or gdbstub "
+                                f"({kernel.release})")
+        bps = []
+        for bp in self.sc.gdb:
+            if not self.applies(bp.when):
+                bps.append((bp, SkipReason(f"does not apply to {kernel.release} "
+                                           f"{self.cell.hierarchy}")))
+            else:
+                cgroup = self.h.cgroup_dir(self.path(bp.cgroup)) if bp.cgroup is not None \
+                    else None
+                bps.append((bp, cgroup))
+        timeout = sum(float(getattr(s, "timeout", 0) or 0) for s in self.sc.steps) + 120
+        log = self.runner.writer.dir / "machines" / self.result.machine / \
+            f"gdb-{_slug(self.sc.name)}.log"
+        self.gdb = GdbCapture(bps, vmlinux, self.vm.gdb_port, kernel.release,
+                              self.runner.bus, log=log, timeout=timeout)
+        try:
+            planned = self.gdb.start()
+        except Exception as exc:
+            raise ScenarioAbort("gdb", f"gdb capture could not start: {exc}") from exc
+        if not self.gdb.active and not any(e for e in self.sc.expect):
+            return "; ".join(dict.fromkeys(p.skip_reason for p in planned if p.skip_reason))
+        return None
+
+    def finish_gdb(self) -> None:
+        if self.gdb is None:
+            return
+        try:
+            self.gdb.finish()
+        except Exception as exc:
+            raise ScenarioAbort("gdb", f"gdb capture failed: {exc}") from exc
+        self.result.backtraces = self.gdb.backtraces()
+        self.result.checks += [asdict(c) for c in self.gdb.checks()]
+
+    def close_gdb(self) -> None:
+        if self.gdb is not None:
+            with contextlib.suppress(Exception):
+                self.gdb.close()
 
     def steps(self) -> None:
         for i, step in enumerate(self.sc.steps):

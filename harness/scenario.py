@@ -192,6 +192,10 @@ class GdbBreakpoint:
     capture: tuple[str, ...] = ()  # expressions printed at each hit
     frames: tuple[str, ...] = ()  # must appear in every captured trace, in this order
     not_frames: tuple[str, ...] = ()  # must appear in none
+    # a filter, not an expectation: stop only when these are on the call chain (memhog's first
+    # charges are exec's page tables; ("__mem_cgroup_charge", "do_anonymous_page") is the
+    # anonymous folio's charge from a page fault)
+    callers: tuple[str, ...] = ()
     hits: tuple[int, int] | None = None  # range of captured hits (default: at least one)
     when: When | None = None
 
@@ -1238,5 +1242,6 @@ def _gdb_breakpoint(index: int, b: dict[str, Any]) -> GdbBreakpoint:
         cgroup=_normalize_cgroup(b["cgroup"]) if "cgroup" in b else None,
         count=int(b.get("count", 1)), capture=tuple(b.get("capture") or ()),
         frames=tuple(b.get("frames") or ()), not_frames=tuple(b.get("not_frames") or ()),
+        callers=tuple(b.get("callers") or ()),
         hits=tuple(hits) if hits is not None else None, when=_when_of(b.get("when")),
     )
