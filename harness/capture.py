@@ -51,8 +51,8 @@ class GdbCapture:
         self.errors: list[str] = []
 
     def start(self) -> list[Planned]:
-        """gdb attached, breakpoints set, the guest running again. Returns the plan: which
-        breakpoints are set, which skip and why."""
+        """gdb attached (the guest keeps running) and the plan made: which breakpoints will be
+        set, which skip and why. `arm()` sets them."""
         self.channel.start()
         specs: list[BreakpointSpec] = []
         for bp, cgroup_or_reason in self._pending:
@@ -67,19 +67,25 @@ class GdbCapture:
                                   cgroup=cgroup_or_reason, callers=bp.callers)
             specs.append(spec)
             self.planned.append(Planned(bp, spec))
-        if specs:
+        return self.planned
+
+    def arm(self) -> None:
+        """Set the planned breakpoints and let the guest run: the capture is on."""
+        specs = [p.spec for p in self.planned if p.spec is not None]
+        if specs and self.session is None:
             count = max(p.bp.count for p in self.planned if p.spec is not None)
             expressions = sorted({e for p in self.planned if p.spec for e in p.bp.capture})
             try:
                 self.session = self.channel.capture(specs, count=count, expressions=expressions,
                                                     timeout=self.timeout)
             except GdbError as exc:
-                for p in self.planned:
-                    if p.spec is not None:
-                        p.skip_reason = None
                 self.errors.append(str(exc))
                 raise
-        return self.planned
+
+    @property
+    def settable(self) -> bool:
+        """Some breakpoint is to be set (the others skip)."""
+        return any(p.spec is not None for p in self.planned)
 
     @property
     def active(self) -> bool:

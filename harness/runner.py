@@ -403,6 +403,7 @@ class ScenarioRun:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="step")
         self.values = {"rdma": "rxe0"}
         self.gdb: GdbCapture | None = None
+        self.arm_at: str | None = None  # the step whose start sets the breakpoints
 
     # helpers
     def path(self, cgroup: str | None) -> str:
@@ -512,9 +513,20 @@ class ScenarioRun:
             planned = self.gdb.start()
         except Exception as exc:
             raise ScenarioAbort("gdb", f"gdb capture could not start: {exc}") from exc
-        if not self.gdb.active and not any(e for e in self.sc.expect):
+        if not self.gdb.settable and not self.sc.expect:
             return "; ".join(dict.fromkeys(p.skip_reason for p in planned if p.skip_reason))
+        self.arm_at = next((bp.from_step for bp in self.sc.gdb if bp.from_step), None)
+        if self.arm_at is None:
+            self._arm_gdb()
         return None
+
+    def _arm_gdb(self) -> None:
+        if self.gdb is None:
+            return
+        try:
+            self.gdb.arm()
+        except Exception as exc:
+            raise ScenarioAbort("gdb", f"gdb could not set the breakpoints: {exc}") from exc
 
     def finish_gdb(self) -> None:
         if self.gdb is None:
@@ -536,6 +548,8 @@ class ScenarioRun:
             if not self.applies(getattr(step, "when", None)):
                 continue
             if isinstance(step, RunStep):
+                if self.arm_at is not None and step.name == self.arm_at:
+                    self._arm_gdb()
                 self._run(i, step)
             elif isinstance(step, WriteStep):
                 self._write(i, step, knob=step.write)

@@ -127,6 +127,12 @@ def test_memhog_reports_every_step(bins: dict[str, Path]) -> None:
     assert lines[-1] == "done mib=8"
 
 
+def test_memhog_rereads_every_page(bins: dict[str, Path]) -> None:
+    r = run([bins["memhog"], "-r", "2", "-s", "2", "4"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-3:] == ["done mib=4", "reread pass=1", "reread pass=2"]
+
+
 def test_memhog_fill_and_step(bins: dict[str, Path]) -> None:
     r = run([bins["memhog"], "-f", "-s", "3", "-t", "0.1", "8"])
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,7 @@
 /*
  * memhog - allocate and touch anonymous memory, reporting progress.
  *
- *   memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-f] MIB
+ *   memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-r PASSES] [-f] MIB
  *
  * Maps MIB MiB of private anonymous memory, STEP_MIB MiB per mmap() call
  * (default 1), and writes to every page so it is really charged to the
@@ -9,6 +9,10 @@
  * run that the kernel OOM-kills shows how far it got.  At the end it prints
  * `done mib=N`, then holds the memory for HOLD_SECONDS (default 0, fractions
  * allowed).
+ *
+ * -r PASSES reads every page back PASSES times after the last step, printing
+ * `reread pass=K` after each pass: pages swapped out meanwhile are swapped in
+ * (and charged again) by these reads.
  *
  * -f fills every page with xorshift64 output instead of a single non-zero
  * byte, so zram/zswap cannot compress the pages to (almost) nothing.
@@ -30,7 +34,7 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-f] MIB\n");
+	fprintf(stderr, "usage: memhog [-s STEP_MIB] [-t HOLD_SECONDS] [-r PASSES] [-f] MIB\n");
 	exit(2);
 }
 
@@ -65,16 +69,29 @@ static void touch(unsigned char *p, size_t len, size_t pagesize, int fill, uint6
 	}
 }
 
+/* Read one byte of every page of [p, p+len); returns their sum so no read is dropped. */
+static unsigned long reread(const unsigned char *p, size_t len, size_t pagesize)
+{
+	unsigned long sum = 0;
+	size_t off;
+
+	for (off = 0; off < len; off += pagesize)
+		sum += *(const volatile unsigned char *)(p + off);
+	return sum;
+}
+
 int main(int argc, char **argv)
 {
-	unsigned long total_mib, step_mib = 1, reached = 0, this_mib;
+	unsigned long total_mib, step_mib = 1, reached = 0, this_mib, passes = 0, k, n = 0;
+	unsigned long sum = 0;
+	struct { void *p; size_t len; } *regions = NULL;
 	double hold = 0.0;
 	int fill = 0, opt;
 	long ps;
 	uint64_t rng = 0x9e3779b97f4a7c15ULL;
 	void *p;
 
-	while ((opt = getopt(argc, argv, "s:t:f")) != -1) {
+	while ((opt = getopt(argc, argv, "s:t:r:f")) != -1) {
 		switch (opt) {
 		case 's':
 			if (parse_ulong(optarg, &step_mib) != 0 || step_mib == 0)
@@ -82,6 +99,10 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			if (parse_seconds(optarg, &hold) != 0)
+				usage();
+			break;
+		case 'r':
+			if (parse_ulong(optarg, &passes) != 0)
 				usage();
 			break;
 		case 'f':
@@ -99,6 +120,11 @@ int main(int argc, char **argv)
 	ps = sysconf(_SC_PAGESIZE);
 	if (ps <= 0)
 		ps = 4096;
+	regions = calloc(total_mib / step_mib + 1, sizeof(*regions));
+	if (regions == NULL) {
+		emit("error=ENOMEM at_mib=0\n");
+		return 1;
+	}
 
 	while (reached < total_mib) {
 		this_mib = total_mib - reached;
@@ -111,10 +137,21 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		touch(p, this_mib * MIB, (size_t)ps, fill, &rng);
+		regions[n].p = p;
+		regions[n++].len = this_mib * MIB;
 		reached += this_mib;
 		emit("reached_mib=%lu\n", reached);
 	}
 	emit("done mib=%lu\n", reached);
+	for (k = 1; k <= passes; k++) {
+		unsigned long i;
+
+		for (i = 0; i < n; i++)
+			sum += reread(regions[i].p, regions[i].len, (size_t)ps);
+		emit("reread pass=%lu\n", k);
+	}
+	if (passes && sum == 0)
+		emit("reread_sum=0\n");  /* never: every page holds a non-zero byte */
 	sleep_seconds(hold);
 	return 0;
 }
