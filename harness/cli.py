@@ -230,6 +230,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts[FAIL] else 0
 
 
+def cmd_backtrace(args: argparse.Namespace) -> int:
+    import time
+
+    from . import backtrace, scenario
+    from .results import ResultsWriter, environment, junit_xml
+    from .runner import Runner
+
+    req = backtrace.Request(
+        function=args.function, kernels=args.kernel or list(kernels.DEFAULT_KERNELS),
+        hierarchy=args.hierarchy, knobs=tuple(args.set or backtrace.DEFAULT_KNOBS),
+        swap=args.swap, workload=args.workload, count=args.count, comm=args.comm,
+        callers=tuple(args.caller) if args.caller else None,
+        capture=tuple(args.capture or ()), timeout=args.timeout)
+    try:
+        backtrace.knob_values(req.knobs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.script:
+        backtrace.write_script(req, Path(args.script))
+        print(f"kharness: wrote {args.script}", file=sys.stderr)
+    results_dir = Path(args.results or f"results/backtrace-{time.strftime('%Y%m%d-%H%M%S')}")
+    path = backtrace.write_scenario(req, results_dir / "scenario")
+    scenarios, problems = scenario.load([path])
+    if problems:  # a bad --set, --workload...: said before anything boots
+        for problem in problems:
+            print(f"kharness: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    bus = _bus(args)
+    kernel_list = [kernels.resolve(spec, bus) for spec in req.kernels]
+    writer = ResultsWriter(results_dir)
+    accel = args.accel
+    if accel == "auto":
+        accel = detect_accel(MachineConfig(kernel=kernel_list[0], initrd=images.initrd_for(
+            kernel_list[0], bus)), bus)
+    writer.write_run_info({**environment(kernel_list, accel), "argv": sys.argv})
+    runner = Runner(scenarios, kernel_list, [req.hierarchy], writer, bus,
+                    jobs=min(len(kernel_list), args.jobs or 2), accel=accel)
+    try:
+        results = runner.run()
+    finally:
+        (results_dir / "junit.xml").write_text(junit_xml(writer.results))
+    order = {k.release: i for i, k in enumerate(kernel_list)}
+    results = sorted(results, key=lambda r: order.get(r.kernel, 99))
+    doc, ok = backtrace.report(results, req)
+    if args.json:
+        backtrace.write_json(doc, Path(args.json))
+    bus.emit("backtrace.done", f"results in {results_dir} (scenario: {path})")
+    return 0 if ok else 1
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -255,6 +305,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import backtrace
+
     parser = _Parser(prog="kharness", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
@@ -306,6 +358,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("backtrace", help="boot, run a workload in a cgroup, print the "
+                       "backtraces at FUNCTION as gdb does, and how they differ between kernels")
+    p.add_argument("function", help="kernel function (or FILE:LINE), e.g. try_charge_memcg")
+    p.add_argument("--kernel", action="append", help="kernel spec, repeatable "
+                   "(default: debian:6.1 and debian:6.12)")
+    p.add_argument("--hierarchy", choices=["v1", "v2"], default="v2", help="default v2")
+    p.add_argument("--set", action="append", metavar="KNOB=VALUE",
+                   help="a knob of the workload's cgroup, repeatable (default memory.max=32M); "
+                   "knob names as in docs/scenarios.md, e.g. memory.swap.max=0")
+    p.add_argument("--swap", help="zram swap size, e.g. 256M (default: none)")
+    p.add_argument("--workload", default=backtrace.DEFAULT_WORKLOAD,
+                   help=f"command run in the cgroup (default {backtrace.DEFAULT_WORKLOAD!r}: "
+                   "overruns the default limit)")
+    p.add_argument("--count", type=int, default=1, help="backtraces per kernel (default 1)")
+    p.add_argument("--comm", help="only hits in tasks of this name (default: the workload's "
+                   "program; '' for any task)")
+    p.add_argument("--caller", action="append", metavar="FUNC",
+                   help="only hits with FUNC on the call chain, repeatable; try_charge_memcg "
+                   "defaults to the page fault's charge (__mem_cgroup_charge, "
+                   "do_anonymous_page); 'none' for any path")
+    p.add_argument("--capture", action="append", metavar="EXPR",
+                   help="an expression printed with each hit, e.g. nr_pages, repeatable")
+    p.add_argument("--timeout", type=float, default=120.0, help="workload timeout (default 120)")
+    p.add_argument("--json", help="write the backtraces and differences as JSON here")
+    p.add_argument("--script", help="write a shell script that reproduces this with kharness")
+    p.add_argument("--results", help="results directory (default results/backtrace-<time>)")
+    p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_backtrace)
 
     p = sub.add_parser("shell", help="boot a kernel and open an interactive shell over SSH")
     _add_machine_options(p)

@@ -1,0 +1,97 @@
+"""`kharness backtrace`'s one-off scenario and the capture checks, without a guest: the
+scenario goes through the same loader as every file; the checks are fed real gdb text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import backtrace
+from harness.capture import GdbCapture, Planned
+from harness.channels.gdb import BreakpointSpec, Hit
+from harness.events import EventBus
+from harness.frames import parse_gdb_backtrace
+from harness.scenario import GdbBreakpoint, load
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "backtraces"
+
+
+def test_the_one_off_scenario_is_valid_and_asks_for_the_fault_charge(tmp_path):
+    req = backtrace.Request("try_charge_memcg", ["debian:6.1"], swap="128M",
+                            knobs=("memory.max=32M", "memory.swap.max=0"), count=2)
+    path = backtrace.write_scenario(req, tmp_path)
+    (sc,), problems = load([path])
+    assert problems == []
+    (bp,) = sc.gdb
+    assert (bp.location, bp.comm, bp.count) == ("try_charge_memcg", "memhog", 2)
+    assert bp.callers == ("__mem_cgroup_charge", "do_anonymous_page")
+    assert sc.machine.swap == "128M"
+    assert list(sc.hierarchies) == ["v2"]
+
+
+def test_comm_and_callers_defaults_can_be_overridden():
+    req = backtrace.Request("try_charge_memcg", [], workload="sh -c 'memhog 64'",
+                            callers=("none",))
+    assert req.effective_comm is None and req.effective_callers == ()
+    assert backtrace.Request("x", [], workload="/bin/memhog 8").effective_comm == "memhog"
+    assert backtrace.Request("x", [], comm="").effective_comm is None
+
+
+def test_a_bad_knob_setting_is_refused():
+    with pytest.raises(ValueError, match="KNOB=VALUE"):
+        backtrace.knob_values(("memory.max",))
+
+
+def test_a_bad_knob_name_is_a_scenario_problem_before_boot(tmp_path):
+    req = backtrace.Request("try_charge_memcg", [], knobs=("memory.maxx=1M",))
+    _, problems = load([backtrace.write_scenario(req, tmp_path)])
+    assert problems and "memory.maxx" in str(problems[0])
+
+
+def test_the_script_replays_the_same_command(tmp_path):
+    req = backtrace.Request("mem_cgroup_out_of_memory", ["debian:6.12"], workload="memhog 64")
+    backtrace.write_script(req, tmp_path / "s.sh")
+    text = (tmp_path / "s.sh").read_text()
+    assert text.startswith("#!/bin/sh")
+    assert ("backtrace mem_cgroup_out_of_memory --kernel debian:6.12 --hierarchy v2 "
+            "--set memory.max=32M --workload 'memhog 64' --count 1") in text
+    assert (tmp_path / "s.sh").stat().st_mode & 0o111
+
+
+def _capture_with(bp: GdbBreakpoint, traces: list[str], skip: str | None = None) -> GdbCapture:
+    cap = GdbCapture([], Path("/nonexistent/vmlinux"), 1, "6.1.0-57-amd64", EventBus())
+    spec = None if skip else BreakpointSpec(bp.location, comm="memhog")
+    hits = [Hit(spec, "try_charge_memcg at mm/memcontrol.c:2629", t, parse_gdb_backtrace(t),
+                {}, "memhog", 100 + i, 0.5) for i, t in enumerate(traces)]
+    cap.planned = [Planned(bp, spec, skip, hits)]
+    return cap
+
+
+def test_frames_in_order_pass_and_a_missing_frame_fails_showing_the_trace():
+    text = (GOLDEN / "charge-6.1.handmade.gdb").read_text()
+    good = GdbBreakpoint(0, "try_charge_memcg", frames=("try_charge_memcg", "do_anonymous_page",
+                                                         "handle_mm_fault"))
+    assert all(c.passed for c in _capture_with(good, [text]).checks())
+    bad = GdbBreakpoint(0, "try_charge_memcg", frames=("try_charge_memcg", "do_swap_page"))
+    hits, frames = _capture_with(bad, [text]).checks()
+    assert hits.passed and not frames.passed
+    assert "lacks do_swap_page" in frames.observed and "#0  try_charge_memcg (" in frames.observed
+    # order matters: handle_mm_fault is an outer frame of do_anonymous_page
+    wrong_order = GdbBreakpoint(0, "try_charge_memcg",
+                                frames=("handle_mm_fault", "do_anonymous_page"))
+    assert not _capture_with(wrong_order, [text]).checks()[1].passed
+
+
+def test_not_frames_hit_counts_and_absent_functions():
+    text = (GOLDEN / "charge-6.1.handmade.gdb").read_text()
+    bp = GdbBreakpoint(0, "try_charge_memcg", not_frames=("do_anonymous_page",), count=3,
+                       hits=(2, 3))
+    hits, not_frames = _capture_with(bp, [text]).checks()
+    assert not hits.passed and hits.observed == "1"
+    assert not not_frames.passed and "has do_anonymous_page" in not_frames.observed
+    none = GdbBreakpoint(0, "try_charge_memcg", frames=("try_charge_memcg",))
+    hits, frames = _capture_with(none, []).checks()
+    assert not hits.passed and not frames.passed and frames.observed == "no hit was captured"
+    absent = _capture_with(none, [], skip="function x does not exist in 6.12")
+    assert all(c.skipped_reason == "function x does not exist in 6.12" for c in absent.checks())
