@@ -53,6 +53,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         k = kernels.resolve(spec, bus, refresh=args.refresh)
         bus.emit("setup.kernel", f"{spec}: {k.release}")
         images.initrd_for(k, bus)
+        if args.debug:
+            kernels.fetch_debug(k, bus)
     bus.emit("setup.done", f"set up: {', '.join(specs)}; cache in {kernels.kernels_root().parent}")
     return 0
 
@@ -316,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "debian:6.12); repeat for several")
     p.add_argument("--refresh", action="store_true",
                    help="look for newer Debian kernels even when one is cached")
+    p.add_argument("--debug", action="store_true",
+                   help="also the kernels' debug symbols for gdb (`kharness backtrace`, gdb "
+                   "scenarios; ~1 GB download each, else fetched on first need)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_setup)
 
