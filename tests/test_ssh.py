@@ -4,6 +4,8 @@ integration tests drive the same code against dropbear in a real guest.)"""
 
 from __future__ import annotations
 
+import threading
+
 import paramiko
 import pytest
 
@@ -70,6 +72,7 @@ class FakeClient:
 def channel_with(transport: FakeTransport) -> SSHChannel:
     ch = SSHChannel("127.0.0.1", 1, new_client_key())
     ch.client = FakeClient(transport)  # type: ignore[assignment]
+    ch._owner = threading.get_ident()
     return ch
 
 
@@ -105,21 +108,41 @@ def test_a_dead_connection_is_reopened_once_for_the_next_command(monkeypatch):
     dead = FakeTransport([], active=False)
     ch = channel_with(dead)
     fresh = FakeTransport([])
-
-    def connect(timeout: float = 20.0) -> None:
-        ch.client = FakeClient(fresh)  # type: ignore[assignment]
-
-    monkeypatch.setattr(ch, "connect", connect)
+    monkeypatch.setattr(ch, "_new_client", lambda timeout: FakeClient(fresh))
     chan = ch._start("true", None)
     assert chan.commands == ["true"] and ch.reconnects == 1
+    assert ch.client.transport is fresh
+
+
+def test_each_thread_gets_its_own_connection(monkeypatch):
+    ch = channel_with(FakeTransport([]))
+    made: list[FakeClient] = []
+
+    def new_client(timeout: float) -> FakeClient:
+        made.append(FakeClient(FakeTransport([])))
+        return made[-1]
+
+    monkeypatch.setattr(ch, "_new_client", new_client)
+    assert ch._thread_client() is ch.client  # the thread that connected
+    seen = []
+    workers = [threading.Thread(target=lambda: seen.append((ch._thread_client(),
+                                                            ch._thread_client())))
+               for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(made) == 3 and all(a is b for a, b in seen)
+    ch.close()
+    assert all(c.closed for c in made)
 
 
 def test_a_dead_connection_that_cannot_be_reopened_is_a_clear_error(monkeypatch):
     ch = channel_with(FakeTransport([], active=False))
 
-    def connect(timeout: float = 20.0) -> None:
+    def new_client(timeout: float) -> None:
         raise ChannelError("SSH to 127.0.0.1:1 failed within 5s: refused")
 
-    monkeypatch.setattr(ch, "connect", connect)
+    monkeypatch.setattr(ch, "_new_client", new_client)
     with pytest.raises(ChannelError, match="gone .* reconnecting failed: SSH to 127.0.0.1:1"):
         ch._start("true", None)

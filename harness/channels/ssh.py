@@ -72,6 +72,9 @@ class SSHChannel:
         self.user = user
         self.client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread that connected uses self.client
+        self._local = threading.local()  # other threads' own connections
+        self._others: list[paramiko.SSHClient] = []
         self.retries = 0  # exec attempts that failed before the command ran (then retried)
         self.reconnects = 0
 
@@ -81,7 +84,12 @@ class SSHChannel:
         return self.key.get_base64()
 
     def connect(self, timeout: float = 20.0) -> None:
-        """Connect, retrying while the guest's port is not answering yet, until `timeout`."""
+        """Connect, retrying while the guest's port is not answering yet, until `timeout`.
+        This thread uses this connection; other threads get their own on first use."""
+        self.client = self._new_client(timeout)
+        self._owner = threading.get_ident()
+
+    def _new_client(self, timeout: float) -> paramiko.SSHClient:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -103,8 +111,7 @@ class SSHChannel:
                 transport = client.get_transport()
                 assert transport is not None
                 transport.set_keepalive(5)
-                self.client = client
-                return
+                return client
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 last = exc
                 client.close()
@@ -160,9 +167,7 @@ class SSHChannel:
         is reopened first."""
         last: Exception | None = None
         for _ in range(3):
-            client = self.client
-            if client is None:
-                raise ChannelError("SSH channel is not connected")
+            client = self._thread_client()
             transport = client.get_transport()
             if transport is None or not transport.is_active():
                 try:
@@ -197,16 +202,35 @@ class SSHChannel:
             return chan
         raise ChannelError(f"SSH exec failed for {text!r}: {last}")
 
-    def _reconnect(self, dead: paramiko.SSHClient) -> paramiko.SSHClient:
-        """A new connection in place of `dead` (once, whichever thread comes first)."""
-        with self._lock:
-            if self.client is dead:
-                dead.close()
-                self.connect(timeout=5.0)
-                self.reconnects += 1
-            if self.client is None:
-                raise ChannelError("SSH channel was closed")
+    def _thread_client(self) -> paramiko.SSHClient:
+        """The connection of the calling thread. Each thread has its own: dropbear (2022.83)
+        mixes up channels that open and close at once on one connection (a fresh channel
+        closed before or right after its exec, without an exit status), which the runner's
+        background steps and samplers otherwise do all the time."""
+        if self.client is None:
+            raise ChannelError("SSH channel is not connected")
+        if threading.get_ident() == self._owner:
             return self.client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._new_client(timeout=10.0)
+            self._local.client = client
+            with self._lock:
+                self._others.append(client)
+        return client
+
+    def _reconnect(self, dead: paramiko.SSHClient) -> paramiko.SSHClient:
+        """A new connection in place of `dead`, the calling thread's."""
+        fresh = self._new_client(timeout=5.0)
+        dead.close()
+        with self._lock:
+            self.reconnects += 1
+            if self.client is dead:
+                self.client = fresh
+            else:
+                self._local.client = fresh
+                self._others.append(fresh)
+        return fresh
 
     def start(self, cmd: str | Sequence[str]) -> None:
         """Start a command and do not wait for it (e.g. `poweroff -f`, which never answers)."""
@@ -253,6 +277,10 @@ class SSHChannel:
         return chan.recv_exit_status() if chan.exit_status_ready() else 0
 
     def close(self) -> None:
+        with self._lock:
+            others, self._others = self._others, []
+        for client in others:
+            client.close()
         if self.client is not None:
             self.client.close()
             self.client = None
