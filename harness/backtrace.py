@@ -165,8 +165,7 @@ def report(results: list, req: Request, out=sys.stdout) -> tuple[dict, bool]:
                 print("   " + ", ".join(f"{k} = {v}" for k, v in b["values"].items()), file=out)
             print(b["text"], file=out)
         first = r.backtraces[0]
-        firsts.append((r.kernel, Backtrace.from_dict({"source": "gdb", **first,
-                                                       "frames": first["frames"]})))
+        firsts.append((r.kernel, Backtrace.from_dict({"source": "gdb", **first})))
     for (ka, a), (kb, b) in itertools.pairwise(firsts):
         d = diff_chains(a, b)
         print(format_diff(d, ka, kb), file=out)

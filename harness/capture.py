@@ -36,11 +36,11 @@ def describe(bp: GdbBreakpoint) -> str:
 
 
 class GdbCapture:
-    def __init__(self, breakpoints: list[tuple[GdbBreakpoint, str | None]], vmlinux: Path,
-                 port: int, release: str, bus: EventBus, log: Path | None = None,
+    def __init__(self, breakpoints: list[tuple[GdbBreakpoint, str | None, str | None]],
+                 vmlinux: Path, port: int, release: str, bus: EventBus, log: Path | None = None,
                  timeout: float = 600.0) -> None:
-        """`breakpoints`: each with the cgroup path its `cgroup` filter resolves to (or None),
-        or with a skip reason already decided by the runner (`when`)."""
+        """`breakpoints`: (breakpoint, the cgroup directory its `cgroup` filter names or None,
+        a skip reason the runner already decided (`when`) or None)."""
         self.release = release
         self.bus = bus
         self.timeout = timeout
@@ -54,18 +54,15 @@ class GdbCapture:
         """gdb attached (the guest keeps running) and the plan made: which breakpoints will be
         set, which skip and why. `arm()` sets them."""
         self.channel.start()
-        specs: list[BreakpointSpec] = []
-        for bp, cgroup_or_reason in self._pending:
-            if isinstance(cgroup_or_reason, SkipReason):
-                self.planned.append(Planned(bp, None, str(cgroup_or_reason)))
+        for bp, cgroup, skip in self._pending:
+            if skip is not None:
+                self.planned.append(Planned(bp, None, skip))
                 continue
             if bp.is_function and not self.channel.function_exists(bp.location):
                 self.planned.append(Planned(bp, None, f"function {bp.location} does not exist "
                                             f"in {self.release} (its vmlinux has no such symbol)"))
                 continue
-            spec = BreakpointSpec(bp.location, comm=bp.comm,
-                                  cgroup=cgroup_or_reason, callers=bp.callers)
-            specs.append(spec)
+            spec = BreakpointSpec(bp.location, comm=bp.comm, cgroup=cgroup, callers=bp.callers)
             self.planned.append(Planned(bp, spec))
         return self.planned
 
@@ -185,6 +182,3 @@ class GdbCapture:
                 out.append(Check(desc, exp, observed, not bad, None))
         return out
 
-
-class SkipReason(str):
-    """A breakpoint the runner decided not to set (its `when` does not match)."""

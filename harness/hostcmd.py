@@ -93,3 +93,22 @@ def apt_install(packages: Sequence[str]) -> None:
     run(["apt-get", "update", "-q"], "apt-get update", env=env)
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
         "apt-get install", env=env)
+
+
+def pids_of(program: str, parent: int | None = None) -> set[int]:
+    """PIDs of running processes whose argv[0] is `program` (a name; any directory), only the
+    children of `parent` when given. The tests use it to prove nothing was left running."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if os.path.basename(argv0) == program.encode():
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent is None or ppid == parent:
+                pids.add(int(entry.name))
+    return pids

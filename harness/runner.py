@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import images, kernels
-from .capture import GdbCapture, SkipReason
+from .capture import GdbCapture
 from .cgroups.hierarchy import CgroupError, make_hierarchy
 from .cgroups.knobs import KNOBS, controller_name
 from .channels import ChannelError, CommandResult
@@ -498,12 +498,12 @@ class ScenarioRun:
         bps = []
         for bp in self.sc.gdb:
             if not self.applies(bp.when):
-                bps.append((bp, SkipReason(f"does not apply to {kernel.release} "
-                                           f"{self.cell.hierarchy}")))
+                skip = f"does not apply to {kernel.release} {self.cell.hierarchy}"
+                bps.append((bp, None, skip))
             else:
                 cgroup = self.h.cgroup_dir(self.path(bp.cgroup)) if bp.cgroup is not None \
                     else None
-                bps.append((bp, cgroup))
+                bps.append((bp, cgroup, None))
         timeout = sum(float(getattr(s, "timeout", 0) or 0) for s in self.sc.steps) + 120
         log = self.runner.writer.dir / "machines" / self.result.machine / \
             f"gdb-{_slug(self.sc.name)}.log"

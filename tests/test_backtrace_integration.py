@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from test_run_integration import kharness, lines
 
 from harness.channels.gdb import gdb_pids
 
@@ -18,19 +16,6 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("KHARNESS_SKIP_INTEGRATION") == "1",
                        reason="KHARNESS_SKIP_INTEGRATION=1"),
 ]
-
-REPO = Path(__file__).resolve().parent.parent
-KHARNESS = [sys.executable, "-m", "harness.cli"]
-
-
-def kharness(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KHARNESS, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False, cwd=REPO)
-
-
-def lines(results: Path) -> list[dict]:
-    return [json.loads(x) for x in (results / "results.jsonl").read_text().splitlines()]
-
 
 def traces(stdout: str) -> dict[str, str]:
     """`== FUNCTION on RELEASE ...` header -> the gdb text under it."""

@@ -19,6 +19,7 @@ import pytest
 
 from harness import images, kernels
 from harness.events import EventBus
+from harness.hostcmd import pids_of
 from harness.machine import BootError, Machine, MachineConfig
 
 pytestmark = [
@@ -35,28 +36,9 @@ def kharness(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[st
                           stdin=subprocess.DEVNULL, check=False)
 
 
-def _ppid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
 def qemu_pids(parent: int | None = None) -> set[int]:
     """QEMU processes running now (children of `parent` only, when given)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
-        except OSError:
-            continue
-        if argv0.endswith(b"qemu-system-x86_64") and (
-                parent is None or _ppid(int(entry.name)) == parent):
-            pids.add(int(entry.name))
-    return pids
+    return pids_of("qemu-system-x86_64", parent)
 
 
 @pytest.fixture(scope="session")

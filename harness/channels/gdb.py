@@ -40,7 +40,6 @@ attaching, so the guest never waits for it.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import shutil
 import signal
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from ..events import EventBus
+from ..hostcmd import pids_of
 from ..paths import cache_dir
 
 if TYPE_CHECKING:
@@ -883,17 +883,4 @@ def rsp_detach(host: str, port: int, timeout: float = 5.0) -> bool:
 
 def gdb_pids(parent: int | None = None) -> set[int]:
     """gdb processes running now (children of `parent` only, when given): for tests."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if os.path.basename(argv0) == b"gdb":
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent is None or ppid == parent:
-                pids.add(int(entry.name))
-    return pids
+    return pids_of("gdb", parent)
