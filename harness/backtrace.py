@@ -41,6 +41,7 @@ class Request:
     comm: str | None = None
     callers: tuple[str, ...] | None = None  # None: DEFAULT_CALLERS
     capture: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()  # gdb commands at each hit (lx-dmesg on a debug build)
     timeout: float = 120.0
 
     @property
@@ -83,6 +84,8 @@ def scenario_doc(req: Request) -> dict[str, Any]:
         bp["callers"] = list(req.effective_callers)
     if req.capture:
         bp["capture"] = list(req.capture)
+    if req.commands:
+        bp["commands"] = list(req.commands)
     return {
         "description": f"kharness backtrace {req.function}: {req.workload!r} in a cgroup with "
                        + (", ".join(f"{k}={v}" for k, v in knobs.items()) or "no knobs"),
@@ -113,6 +116,8 @@ def command_line(req: Request) -> list[str]:
         argv += ["--caller", c]
     for e in req.capture:
         argv += ["--capture", e]
+    for c in req.commands:
+        argv += ["--gdb-command", c]
     return argv
 
 
@@ -164,6 +169,8 @@ def report(results: list, req: Request, out=sys.stdout) -> tuple[dict, bool]:
             if b["values"]:
                 print("   " + ", ".join(f"{k} = {v}" for k, v in b["values"].items()), file=out)
             print(b["text"], file=out)
+            for command, output in (b.get("outputs") or {}).items():
+                print(f"(gdb) {command}\n{output}", file=out)
         first = r.backtraces[0]
         firsts.append((r.kernel, Backtrace.from_dict({"source": "gdb", **first})))
     for (ka, a), (kb, b) in itertools.pairwise(firsts):

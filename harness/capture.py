@@ -38,7 +38,7 @@ def describe(bp: GdbBreakpoint) -> str:
 class GdbCapture:
     def __init__(self, breakpoints: list[tuple[GdbBreakpoint, str | None, str | None]],
                  vmlinux: Path, port: int, release: str, bus: EventBus, log: Path | None = None,
-                 timeout: float = 600.0) -> None:
+                 timeout: float = 600.0, scripts: Path | None = None) -> None:
         """`breakpoints`: (breakpoint, the cgroup directory its `cgroup` filter names or None,
         a skip reason the runner already decided (`when`) or None)."""
         self.release = release
@@ -46,7 +46,7 @@ class GdbCapture:
         self.timeout = timeout
         self.planned: list[Planned] = []
         self._pending = breakpoints
-        self.channel = GdbChannel(vmlinux, port, bus=bus, log=log)
+        self.channel = GdbChannel(vmlinux, port, bus=bus, log=log, scripts=scripts)
         self.session: CaptureSession | None = None
         self.errors: list[str] = []
 
@@ -72,9 +72,11 @@ class GdbCapture:
         if specs and self.session is None:
             count = max(p.bp.count for p in self.planned if p.spec is not None)
             expressions = sorted({e for p in self.planned if p.spec for e in p.bp.capture})
+            commands = list(dict.fromkeys(c for p in self.planned if p.spec
+                                          for c in p.bp.commands))
             try:
                 self.session = self.channel.capture(specs, count=count, expressions=expressions,
-                                                    timeout=self.timeout)
+                                                    timeout=self.timeout, commands=commands)
             except GdbError as exc:
                 self.errors.append(str(exc))
                 raise
@@ -119,6 +121,7 @@ class GdbCapture:
                     "breakpoint": p.bp.index, "location": p.bp.location, "hit": n,
                     "stopped_at": hit.location, "comm": hit.comm, "pid": hit.pid,
                     "elapsed": round(hit.elapsed, 3), "values": dict(hit.values),
+                    "outputs": dict(hit.outputs),
                     "text": format_gdb(hit.backtrace) if hit.backtrace else hit.raw_bt,
                     "raw": hit.raw_bt,
                 }

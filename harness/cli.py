@@ -70,6 +70,19 @@ def cmd_kernel_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel_build(args: argparse.Namespace) -> int:
+    from . import builds
+
+    bus = _bus(args)
+    result = builds.build(args.source, args.config, bus, name=args.name,
+                          allow_dropped=args.allow_dropped, jobs=args.jobs,
+                          keep_objects=args.keep_objects)
+    k = result.kernel
+    print(f"{k.spec}\t{k.release}\t{k.vmlinux}"
+          + (f"\t{k.debug_vmlinux}" if k.debug_vmlinux else ""))
+    return 0
+
+
 def cmd_kernel_list(args: argparse.Namespace) -> int:
     cached = kernels.cached_kernels()
     if not cached:
@@ -244,7 +257,8 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
         hierarchy=args.hierarchy, knobs=tuple(args.set or backtrace.DEFAULT_KNOBS),
         swap=args.swap, workload=args.workload, count=args.count, comm=args.comm,
         callers=tuple(args.caller) if args.caller else None,
-        capture=tuple(args.capture or ()), timeout=args.timeout)
+        capture=tuple(args.capture or ()), commands=tuple(args.gdb_command or ()),
+        timeout=args.timeout)
     try:
         backtrace.knob_values(req.knobs)
     except ValueError as exc:
@@ -324,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_setup)
 
-    p = sub.add_parser("kernel", help="fetch or list kernels")
+    p = sub.add_parser("kernel", help="fetch, build or list kernels")
     ksub = p.add_subparsers(dest="kcmd", required=True, parser_class=_Parser)
     kp = ksub.add_parser("fetch", help="fetch the newest kernel of a spec into the cache")
     kp.add_argument("spec", nargs="+")
@@ -333,6 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "~1 GB download, ~0.6 GB kept; path: kernels: the file itself)")
     kp.add_argument("-q", "--quiet", action="store_true")
     kp.set_defaults(func=cmd_kernel_fetch)
+    kp = ksub.add_parser(
+        "build", help="build a kernel from kconfig fragments (cached; use it as build:NAME)",
+        description="Configure SOURCE from allnoconfig plus the fragments (merged in order, as "
+        "merge_config.sh does), check that every option asked for is set, build it, and keep "
+        "it in the cache as build:NAME. The same build again is a cache hit.")
+    kp.add_argument("--source", required=True,
+                    help="debian:6.1, debian:6.12 (Debian's linux-source) or path:/a/linux/tree "
+                    "(built out of tree: the tree stays clean)")
+    kp.add_argument("--config", action="append", required=True, metavar="FRAGMENT",
+                    help="a kconfig fragment, repeatable, later ones win (e.g. "
+                    "kconfig/base.config kconfig/cgroups.config)")
+    kp.add_argument("--name", help="the build's name for build:NAME specs (default: series and "
+                    "fragment names)")
+    kp.add_argument("--allow-dropped", action="store_true",
+                    help="build even if options asked for are off (a dependency is missing)")
+    kp.add_argument("--jobs", type=int, help="make -j (default: all cores)")
+    kp.add_argument("--keep-objects", action="store_true",
+                    help="keep the object directory of a Debian source build (path: sources "
+                    "keep theirs for incremental rebuilds)")
+    kp.add_argument("-q", "--quiet", action="store_true")
+    kp.set_defaults(func=cmd_kernel_build)
     kp = ksub.add_parser("list", help="cached kernels with the config flags that matter")
     kp.set_defaults(func=cmd_kernel_list)
 
@@ -384,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only hits with FUNC on the call chain, repeatable; try_charge_memcg "
                    "defaults to the page fault's charge (__mem_cgroup_charge, "
                    "do_anonymous_page); 'none' for any path")
+    p.add_argument("--gdb-command", action="append", metavar="CMD",
+                   help="a gdb command run at each hit, its output printed (repeatable; e.g. "
+                   "lx-dmesg on a kernel built with kconfig/debug.config)")
     p.add_argument("--capture", action="append", metavar="EXPR",
                    help="an expression printed with each hit, e.g. nr_pages, repeatable")
     p.add_argument("--timeout", type=float, default=120.0, help="workload timeout (default 120)")

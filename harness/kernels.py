@@ -5,6 +5,8 @@ A kernel spec names a source:
   Debian's archive (the generic flavour: the cloud one lacks rdma_rxe). `debian:6.1.0-56` or
   `debian:6.12.117+deb12` pins an exact ABI.
 - `path:/some/bzImage[,modules=/lib/modules/X]`: a kernel the user built (bzImage or ELF vmlinux).
+- `build:NAME`: a kernel `kharness kernel build --name NAME` built from kconfig fragments (see
+  builds.py); it lives under `$KHARNESS_CACHE/builds/`.
 
 A fetched kernel is unpacked under `$KHARNESS_CACHE/kernels/<release>/`: the ELF vmlinux taken
 out of the bzImage (QEMU boots it through its PVH entry, the fastest way in under TCG), the
@@ -48,7 +50,7 @@ class KernelSpecError(ValueError):
 
 @dataclass(frozen=True)
 class KernelSpec:
-    kind: str  # "debian" or "path"
+    kind: str  # "debian", "path" or "build"
     value: str  # series ("6.1"), pinned ABI ("6.1.0-56"), or a path
     modules: str | None = None
     text: str = ""
@@ -86,9 +88,14 @@ def parse_spec(text: str) -> KernelSpec:
                 )
             modules = val
         return KernelSpec("path", path, modules=modules, text=text)
+    if kind == "build":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", value):
+            raise KernelSpecError(f"bad kernel spec {text!r}: a build name is letters, digits, "
+                                  ". _ + - (as given to `kharness kernel build --name`)")
+        return KernelSpec("build", value, text=text)
     raise KernelSpecError(
-        f"unknown kernel spec {text!r}: the source must be 'debian:' or 'path:' "
-        "(e.g. debian:6.1, path:/src/linux/arch/x86/boot/bzImage)"
+        f"unknown kernel spec {text!r}: the source must be 'debian:', 'path:' or 'build:' "
+        "(e.g. debian:6.1, path:/src/linux/arch/x86/boot/bzImage, build:v612-v1)"
     )
 
 
@@ -120,6 +127,13 @@ class Kernel:
     @property
     def version_tuple(self) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", self.release)[:3])
+
+    @property
+    def gdb_scripts(self) -> Path | None:
+        """The kernel's own gdb helpers (scripts/gdb: lx-dmesg, $lx_current()...) when it was
+        built with CONFIG_GDB_SCRIPTS by `kharness kernel build`."""
+        script = self.vmlinux.parent / "gdb" / "vmlinux-gdb.py"
+        return script if self.spec.startswith("build:") and script.is_file() else None
 
     @property
     def debug_vmlinux(self) -> Path | None:
@@ -231,12 +245,15 @@ def _load_cached(entry: Path) -> Kernel | None:
 
 
 def cached_kernels() -> list[Kernel]:
+    """Fetched kernels, then built ones (`build:NAME`)."""
+    from . import builds
+
     out = []
     for entry in sorted(kernels_root().iterdir()):
         k = _load_cached(entry) if entry.is_dir() else None
         if k:
             out.append(k)
-    return out
+    return out + builds.named_builds()
 
 
 def _write_meta(entry: Path, kernel: Kernel) -> None:
@@ -491,6 +508,13 @@ def fetch_debug(kernel: Kernel, bus: EventBus) -> Path:
     """
     if kernel.spec.startswith("path:"):
         return _path_debug(kernel)
+    if kernel.spec.startswith("build:"):
+        if kernel.debug_vmlinux:
+            return kernel.debug_vmlinux
+        raise DebugSymbolsError(
+            f"{kernel.spec} was built without debug info: build it again with the debug "
+            f"fragment (`{kernel.extra.get('build', {}).get('reproducer', 'kharness kernel build')}"
+            " --config kconfig/debug.config`)")
     entry = kernel.vmlinux.parent
     target = entry / DEBUG_VMLINUX
     if target.is_file():
@@ -617,6 +641,10 @@ def resolve(text: str, bus: EventBus, *, fetch: bool = True, refresh: bool = Fal
     spec = parse_spec(text)
     if spec.kind == "path":
         return from_path(spec, bus)
+    if spec.kind == "build":
+        from . import builds
+
+        return builds.load(spec.value)
     if not refresh:
         cached = find_cached(spec)
         if cached:

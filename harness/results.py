@@ -98,6 +98,7 @@ def environment(kernels: list, accel: str) -> dict:
             "package_version": k.package_version,
             "config_sha256": hashlib.sha256(cfg).hexdigest() if cfg else None,
             "flags": k.flags(),
+            **({"build": k.extra["build"]} if k.extra.get("build") else {}),
         })
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -508,7 +508,8 @@ class ScenarioRun:
         log = self.runner.writer.dir / "machines" / self.result.machine / \
             f"gdb-{_slug(self.sc.name)}.log"
         self.gdb = GdbCapture(bps, vmlinux, self.vm.gdb_port, kernel.release,
-                              self.runner.bus, log=log, timeout=timeout)
+                              self.runner.bus, log=log, timeout=timeout,
+                              scripts=kernel.gdb_scripts)
         try:
             planned = self.gdb.start()
         except Exception as exc:

@@ -190,6 +190,9 @@ class GdbBreakpoint:
     cgroup: str | None = None  # only hits charging this cgroup's memcg (best effort)
     count: int = 1  # hits to capture
     capture: tuple[str, ...] = ()  # expressions printed at each hit
+    # gdb commands run at each hit, their output kept (lx-dmesg, lx-ps: the kernel's gdb
+    # scripts, loaded for kernels built with kconfig/debug.config)
+    commands: tuple[str, ...] = ()
     frames: tuple[str, ...] = ()  # must appear in every captured trace, in this order
     not_frames: tuple[str, ...] = ()  # must appear in none
     # a filter, not an expectation: stop only when these are on the call chain (memhog's first
@@ -1256,6 +1259,7 @@ def _gdb_breakpoint(index: int, b: dict[str, Any]) -> GdbBreakpoint:
         index=index, location=b.get("function") or b["location"], comm=b.get("comm"),
         cgroup=_normalize_cgroup(b["cgroup"]) if "cgroup" in b else None,
         count=int(b.get("count", 1)), capture=tuple(b.get("capture") or ()),
+        commands=tuple(b.get("commands") or ()),
         frames=tuple(b.get("frames") or ()), not_frames=tuple(b.get("not_frames") or ()),
         callers=tuple(b.get("callers") or ()), from_step=b.get("from_step"),
         hits=tuple(hits) if hits is not None else None, when=_when_of(b.get("when")),

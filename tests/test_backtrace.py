@@ -95,3 +95,14 @@ def test_not_frames_hit_counts_and_absent_functions():
     assert not hits.passed and not frames.passed and frames.observed == "no hit was captured"
     absent = _capture_with(none, [], skip="function x does not exist in 6.12")
     assert all(c.skipped_reason == "function x does not exist in 6.12" for c in absent.checks())
+
+
+def test_gdb_commands_go_into_the_scenario_and_the_script(tmp_path):
+    req = backtrace.Request("try_charge_memcg", ["build:v612-debug"],
+                            capture=("$lx_current().comm",), commands=("lx-dmesg",))
+    (sc,), problems = load([backtrace.write_scenario(req, tmp_path)])
+    assert problems == []
+    (bp,) = sc.gdb
+    assert bp.commands == ("lx-dmesg",) and bp.capture == ("$lx_current().comm",)
+    argv = backtrace.command_line(req)
+    assert argv[argv.index("--gdb-command") + 1] == "lx-dmesg"

@@ -266,18 +266,25 @@ class Hit:
     comm: str | None
     pid: int | None
     elapsed: float  # seconds since the capture started
+    outputs: dict[str, str] = field(default_factory=dict)  # gdb command -> what it printed
+
+
+# A command's output kept per hit: its last lines (lx-dmesg prints the whole log buffer).
+OUTPUT_LINES = 200
 
 
 class CaptureSession:
     """A capture running in the background; `wait()` for its hits."""
 
     def __init__(self, channel: GdbChannel, breakpoints: dict[int, BreakpointSpec], count: int,
-                 expressions: Sequence[str], timeout: float) -> None:
+                 expressions: Sequence[str], timeout: float,
+                 commands: Sequence[str] = ()) -> None:
         self._channel = channel
         self._by_number = breakpoints  # gdb breakpoint number -> spec
         self.breakpoints = list(dict.fromkeys(breakpoints.values()))
         self.count = count
         self.expressions = list(expressions)
+        self.commands = list(commands)
         self.timeout = timeout
         self.hits: list[Hit] = []
         self.counts: dict[int, int] = dict.fromkeys(breakpoints, 0)
@@ -348,11 +355,13 @@ class GdbChannel:
     def __init__(self, vmlinux: Path | str | None, port: int, *, host: str = "127.0.0.1",
                  bus: EventBus | None = None, log: Path | None = None,
                  index_cache: Path | None = None, gdb: str = GDB,
-                 command_timeout: float = 60.0, load_timeout: float = 300.0) -> None:
+                 command_timeout: float = 60.0, load_timeout: float = 300.0,
+                 scripts: Path | None = None) -> None:
         if vmlinux is None:
             raise GdbError("no vmlinux with debug info: fetch it first "
                            "(`kharness kernel fetch --debug SPEC`, kernels.fetch_debug)")
         self.vmlinux = Path(vmlinux)
+        self.scripts = scripts  # the kernel's vmlinux-gdb.py (lx-dmesg, $lx_current()...)
         self.port = port
         self.host = host
         self.bus = bus or EventBus()
@@ -423,6 +432,8 @@ class GdbChannel:
                          timeout=self.load_timeout)
         if r.error:
             raise GdbError(f"gdb could not load {self.vmlinux}: {r.error}")
+        if self.scripts:
+            self._load_scripts(self.scripts)
         # gdb indexes the DWARF lazily: the first type lookup waits for the index. Do it here,
         # before attaching, not with the guest stopped (and it counts as loading).
         self.current_task = self._current_task_expression()
@@ -444,6 +455,15 @@ class GdbChannel:
         self.attach_seconds = time.monotonic() - start
         self.bus.emit("gdb.attached", f"gdb attached to {self.host}:{self.port} in "
                       f"{self.attach_seconds:.2f}s", seconds=self.attach_seconds)
+
+    def _load_scripts(self, script: Path) -> None:
+        """The kernel's own gdb helpers (scripts/gdb, installed by `kharness kernel build` as
+        gdb/vmlinux-gdb.py next to the vmlinux): lx-dmesg, lx-ps, $lx_current()..."""
+        self.cli(f"add-auto-load-safe-path {script.parent}")
+        r = self.cli(f"source {script}", timeout=self.load_timeout)
+        if r.error or "lx_current" not in self.cli("help function").console:
+            raise GdbError(f"gdb could not load the kernel's gdb scripts {script}: "
+                           f"{r.error or r.console.strip() or 'no $lx_current after loading'}")
 
     def close(self) -> None:
         """Breakpoints deleted, gdb detached (the guest runs), gdb gone. Never raises."""
@@ -706,10 +726,12 @@ class GdbChannel:
                        f"{'; '.join(errors)}")
 
     def capture(self, breakpoints: Sequence[BreakpointSpec], count: int = 1,
-                expressions: Sequence[str] = (), timeout: float = 60.0) -> CaptureSession:
+                expressions: Sequence[str] = (), timeout: float = 60.0,
+                commands: Sequence[str] = ()) -> CaptureSession:
         """Stop the guest, set the breakpoints, continue it, and capture in the background:
         on each of the first `count` hits of each breakpoint, `bt`, the expressions and the
-        current task; then that breakpoint is deleted. Returns at once: run the workload,
+        current task, the output of the gdb `commands` (`lx-dmesg`...); then that breakpoint
+        is deleted. Returns at once: run the workload,
         then `wait()`. Raises GdbError (with the guest running again) when a location does
         not resolve: check with `function_exists` first."""
         if not breakpoints:
@@ -723,7 +745,7 @@ class GdbChannel:
             self._interrupt()
             for spec in breakpoints:
                 numbers[self._insert(spec)] = spec
-            session = CaptureSession(self, numbers, count, expressions, timeout)
+            session = CaptureSession(self, numbers, count, expressions, timeout, commands)
             self._session = session
             self.bus.emit("gdb.capture", "capturing " + ", ".join(
                 b.location + (f" (comm {b.comm})" if b.comm else "") for b in breakpoints)
@@ -809,9 +831,18 @@ class GdbChannel:
         pid = _int(self.evaluate(f"{task}->pid"))
         values = {expr: self.evaluate(expr) for expr in session.expressions}
         raw = self.cli("bt").console
+        outputs = {}
+        for command in session.commands:
+            r = self.cli(command, timeout=self.command_timeout)
+            text = r.console.rstrip("\n") if not r.error else f"<error: {r.error}>"
+            lines = text.splitlines()
+            if len(lines) > OUTPUT_LINES:
+                text = "\n".join([f"[... {len(lines) - OUTPUT_LINES} earlier lines]",
+                                  *lines[-OUTPUT_LINES:]])
+            outputs[command] = text
         return Hit(breakpoint=spec, location=_where(stop.results.get("frame", {})), raw_bt=raw,
                    backtrace=_parse_backtrace(raw, comm, pid, values), values=values,
-                   comm=comm, pid=pid, elapsed=elapsed)
+                   comm=comm, pid=pid, elapsed=elapsed, outputs=outputs)
 
 
 # --- helpers --------------------------------------------------------------------------------------

@@ -1,0 +1,847 @@
+"""Kernels built from kconfig fragments: `kharness kernel build`, the `build:NAME` specs.
+
+A build is:
+1. a source tree: `debian:6.1` / `debian:6.12` (Debian's linux-source-<series> package, unpacked
+   once into `$KHARNESS_CACHE/sources/`) or `path:/a/linux/tree` (a user's checkout, built out of
+   tree with `O=` so that it is not dirtied);
+2. fragments (`kconfig/*.config`), merged in order as scripts/kconfig/merge_config.sh does (a
+   later fragment overrides an earlier one, and the override is reported) and applied over
+   `allnoconfig` through KCONFIG_ALLCONFIG: the same minimal start as tinyconfig, without
+   tiny.config's -Os, xz and SLUB_TINY. Then `olddefconfig`;
+3. a verification: every option a fragment asks for must be set as asked in the final .config.
+   An option whose dependency is off is "dropped" by Kconfig without a word: the build stops and
+   names it with the dependencies that are off, unless `allow_dropped`. Options the source's
+   Kconfig does not have at all (MEMCG_V1 before 6.11) are reported, not refused;
+4. `make -jN all` with progress, `modules_install`, and the artifacts stored under
+   `$KHARNESS_CACHE/builds/<key>/`: vmlinux (stripped when there is DWARF: QEMU boots it),
+   vmlinux.debug (with DWARF, for gdb), bzImage, config, lib/modules/<release>/, gdb/ (the
+   kernel's scripts/gdb helpers), build.json (source, fragments, dropped/absent options, the
+   reproducer command line, timings) and build.log.
+
+The key is a hash of the source identity (Debian package version, or git HEAD plus the hash of
+the uncommitted changes, or the tree's file sizes and times), the fragments' contents in order,
+and the compiler version: the same build again is a cache hit. A name (`--name`) points at a key
+(`$KHARNESS_CACHE/builds/names/NAME.json`); the newest build of a name wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import hostcmd
+from .events import EventBus
+from .kernels import DEBUG_VMLINUX, Kernel, KernelSpecError, has_debug_info, read_config
+from .paths import REPO_ROOT, cache_dir
+
+BUILD_FORMAT = 1  # bump when the stored layout or the build steps change
+START = "allnoconfig"  # the base the fragments are merged over
+DEBIAN_SERIES = ("6.1", "6.12")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+# Host packages a kernel build needs, with the file or command that proves each is there.
+BUILD_PACKAGES: dict[str, str] = {
+    "make": "make",
+    "gcc": "gcc",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "libelf-dev": "/usr/include/gelf.h",
+    "libssl-dev": "/usr/include/openssl/ssl.h",
+    "dwarves": "pahole",
+    "kmod": "depmod",
+    "xz-utils": "xz",
+    "binutils": "objcopy",
+}
+
+
+class BuildError(KernelSpecError):
+    """A build that cannot be done; the message says which file, option or step."""
+
+
+class FragmentError(BuildError):
+    """Fragments with bad lines: every problem, one per line."""
+
+
+# --- fragments ------------------------------------------------------------------------------
+
+_OPTION = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set\s*$")
+_VALUE = re.compile(r'^(y|m|n|-?\d+|0x[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$')
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One kconfig fragment: `CONFIG_X=value` and `# CONFIG_X is not set` lines, comments."""
+
+    path: Path
+    text: str
+    options: dict[str, str]  # CONFIG_X -> y, m, n, a number or a string without its quotes
+    lines: dict[str, int]  # CONFIG_X -> line number
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def _unquote(value: str) -> str:
+    if value.startswith('"') and value.endswith('"'):
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def parse_fragment(path: Path, problems: list[str] | None = None) -> Fragment:
+    """Read a fragment; bad lines go to `problems` (or raise FragmentError when None)."""
+    own: list[str] = []
+    out = problems if problems is not None else own
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        out.append(f"{path}: cannot read: {exc.strerror or exc}")
+        text = ""
+    options: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        m = _NOT_SET.match(line)
+        if m:
+            key, value = m.group(1), "n"
+        elif not line or line.startswith("#"):
+            continue
+        else:
+            m = _OPTION.match(line)
+            if not m:
+                out.append(f"{path}:{number}: not an option line: {raw!r} (expected "
+                           "CONFIG_NAME=y|m|n|NUMBER|\"STRING\" or # CONFIG_NAME is not set)")
+                continue
+            key, value = m.group(1), m.group(2).strip()
+            if not _VALUE.match(value):
+                out.append(f"{path}:{number}: {key}: bad value {value!r} (y, m, n, a number or "
+                           "a double-quoted string)")
+                continue
+        if key in options:
+            out.append(f"{path}:{number}: {key} is already set on line {lines[key]}")
+            continue
+        options[key] = _unquote(value)
+        lines[key] = number
+    if problems is None and own:
+        raise FragmentError("\n".join(own))
+    return Fragment(path, text, options, lines)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the merged fragments ask for one option, and which fragment line asks it."""
+
+    option: str
+    value: str
+    fragment: Path
+    line: int
+
+
+def merge(fragments: Sequence[Fragment]) -> tuple[dict[str, Asked], list[str]]:
+    """Fragments merged in order (later ones win), and a note for each override."""
+    merged: dict[str, Asked] = {}
+    notes = []
+    for frag in fragments:
+        for key, value in frag.options.items():
+            prev = merged.get(key)
+            if prev and prev.value != value:
+                notes.append(f"{key}: {frag.path}:{frag.lines[key]} sets {_show(value)}, over "
+                             f"{_show(prev.value)} from {prev.fragment}:{prev.line}")
+            merged[key] = Asked(key, value, frag.path, frag.lines[key])
+    return merged, notes
+
+
+def _show(value: str) -> str:
+    return "is not set" if value == "n" else value
+
+
+def allconfig_text(merged: dict[str, Asked]) -> str:
+    """The merged fragment, in the .config syntax KCONFIG_ALLCONFIG reads."""
+    out = []
+    for a in merged.values():
+        if a.value == "n":
+            out.append(f"# {a.option} is not set")
+        elif a.value in ("y", "m") or re.fullmatch(r"-?\d+|0x[0-9a-fA-F]+", a.value):
+            out.append(f"{a.option}={a.value}")
+        else:
+            escaped = a.value.replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'{a.option}="{escaped}"')
+    return "\n".join(out) + "\n"
+
+
+# --- Kconfig: which options exist, what they depend on ----------------------------------------
+
+@dataclass
+class KconfigSymbol:
+    name: str
+    where: list[str] = field(default_factory=list)  # file:line
+    depends: list[str] = field(default_factory=list)  # `depends on` expressions, `if` blocks too
+
+
+_KC_CONFIG = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$")
+_KC_DEPENDS = re.compile(r"^\s*depends\s+on\s+(.+?)\s*(?:#.*)?$")
+_KC_IF = re.compile(r"^\s*if\s+(.+?)\s*(?:#.*)?$")
+_KC_BLOCK_END = re.compile(r"^\s*(choice|endchoice|menu|endmenu|if|endif|source|comment|"
+                           r"mainmenu)\b")
+
+
+def kconfig_index(tree: Path) -> dict[str, KconfigSymbol]:
+    """Every symbol the tree's Kconfig files define, with its `depends on` (and enclosing `if`)
+    expressions. A light parse, for messages: Kconfig itself decides the values."""
+    index: dict[str, KconfigSymbol] = {}
+    for path in tree.rglob("Kconfig*"):
+        if not path.is_file() or "Documentation" in path.parts:
+            continue
+        rel = path.relative_to(tree)
+        current: KconfigSymbol | None = None
+        ifs: list[str] = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            m = _KC_CONFIG.match(line)
+            if m:
+                current = index.setdefault(m.group(1), KconfigSymbol(m.group(1)))
+                current.where.append(f"{rel}:{number}")
+                current.depends.extend(ifs)
+                continue
+            m = _KC_IF.match(line)
+            if m and not line.lstrip().startswith("if_"):
+                ifs.append(m.group(1))
+                current = None
+                continue
+            if re.match(r"^\s*endif\b", line):
+                if ifs:
+                    ifs.pop()
+                current = None
+                continue
+            if _KC_BLOCK_END.match(line):
+                current = None
+                continue
+            m = _KC_DEPENDS.match(line)
+            if m and current is not None:
+                current.depends.append(m.group(1))
+    return index
+
+
+def unmet(expr: str, values: dict[str, str]) -> list[str]:
+    """The symbols in a dependency expression that are off in `values` (CONFIG_ keys), shown
+    as NAME (value)."""
+    out = []
+    for name in re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr):
+        if name in ("y", "m", "n"):
+            continue
+        value = values.get(f"CONFIG_{name}", "n")
+        negated = re.search(rf"!\s*{name}\b", expr) is not None
+        if (value == "n") != negated:
+            out.append(f"{'!' if negated else ''}{name} ({_show(value)})")
+    return out
+
+
+# --- verification ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dropped:
+    option: str
+    asked: str
+    got: str
+    fragment: str
+    line: int
+    depends: tuple[str, ...] = ()  # the dependencies that are off, e.g. "BLK_CGROUP (is not set)"
+
+    def describe(self) -> str:
+        why = f": depends on {', '.join(self.depends)}" if self.depends else ""
+        return (f"{self.option}={self.asked} ({self.fragment}:{self.line}) ended up "
+                f"{_show(self.got)}{why}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    dropped: tuple[Dropped, ...]
+    absent: tuple[Asked, ...]  # options the source's Kconfig does not define
+
+    @property
+    def ok(self) -> bool:
+        return not self.dropped
+
+
+def verify(merged: dict[str, Asked], config: dict[str, str],
+           index: dict[str, KconfigSymbol]) -> Verification:
+    dropped, absent = [], []
+    for a in merged.values():
+        name = a.option.removeprefix("CONFIG_")
+        if name not in index:
+            absent.append(a)
+            continue
+        got = config.get(a.option, "n")
+        if got == a.value:
+            continue
+        deps: list[str] = []
+        for expr in index[name].depends:
+            deps.extend(d for d in unmet(expr, config) if d not in deps)
+        dropped.append(Dropped(a.option, a.value, got, str(a.fragment), a.line, tuple(deps)))
+    return Verification(tuple(dropped), tuple(absent))
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    spec: str  # as given: debian:6.12, path:/src/linux
+    tree: Path
+    version: str  # `make kernelversion`: 6.12.117
+    identity: str  # what the cache key hashes: package version, git state, file times
+
+
+def sources_root() -> Path:
+    root = cache_dir() / "sources"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _apt_version(package: str) -> str | None:
+    proc = subprocess.run(["apt-cache", "show", "--no-all-versions", package],
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    m = re.search(r"^Version: (\S+)", proc.stdout, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def _kernelversion(tree: Path) -> str:
+    head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    parts = {k: (re.search(rf"^{k}[ \t]*=[ \t]*(\S*)", head, re.MULTILINE) or [None, ""])[1]
+             for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION")}
+    version = f"{parts['VERSION']}.{parts['PATCHLEVEL']}"
+    if parts["SUBLEVEL"] and parts["SUBLEVEL"] != "0":
+        version += f".{parts['SUBLEVEL']}"
+    return version + parts["EXTRAVERSION"]
+
+
+def debian_source(series: str, bus: EventBus) -> Source:
+    """Debian's linux-source-<series>, unpacked once into the cache."""
+    if series not in DEBIAN_SERIES and not re.fullmatch(r"\d+\.\d+", series):
+        raise BuildError(f"debian:{series}: a Debian source is a series such as "
+                         f"{' or '.join(DEBIAN_SERIES)}")
+    package = f"linux-source-{series}"
+    version = _apt_version(package)
+    if version is None and os.geteuid() == 0:
+        bus.emit("build.apt_update", f"{package} unknown to apt: running apt-get update")
+        hostcmd.run(["apt-get", "update", "-q"], "apt-get update")
+        version = _apt_version(package)
+    if version is None:
+        cached = sorted(sources_root().glob(f"{package}_*/.kharness-source.json"))
+        if not cached:
+            raise BuildError(f"debian:{series}: Debian's archive has no package {package} "
+                             "(`apt-cache policy linux-source-*` lists the series it has)")
+        version = json.loads(cached[-1].read_text())["package_version"]
+        bus.emit("build.warning", f"apt does not know {package}: using the unpacked {version}")
+    top = sources_root() / f"{package}_{version}"
+    tree = top / package
+    marker = top / ".kharness-source.json"
+    if not marker.is_file():
+        _unpack_debian_source(package, version, top, tree, bus)
+        marker.write_text(json.dumps({"package": package, "package_version": version,
+                                      "version": _kernelversion(tree)}) + "\n")
+    return Source(f"debian:{series}", tree, _kernelversion(tree), f"{package} {version}")
+
+
+def _unpack_debian_source(package: str, version: str, top: Path, tree: Path,
+                          bus: EventBus) -> None:
+    start = time.monotonic()
+    bus.emit("build.source", f"downloading {package} {version}")
+    work = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=sources_root()))
+    try:
+        hostcmd.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
+                     f"{package}={version}"], f"downloading {package}", cwd=work)
+        deb = next(work.glob("*.deb"))
+        bus.emit("build.source", f"unpacking {deb.name} ({deb.stat().st_size >> 20} MiB)")
+        member = f"./usr/src/{package}.tar.xz"
+        _pipeline([["dpkg-deb", "--fsys-tarfile", str(deb)], ["tar", "-xO", member],
+                   ["xz", "-dc", "-T0"], ["tar", "-x", "-C", str(work)]],
+                  f"unpacking {member} from {deb.name}")
+        deb.unlink()
+        if not (work / package / "Makefile").is_file():
+            raise BuildError(f"{deb.name}: {member} has no {package}/Makefile")
+        staged = work / "top"
+        staged.mkdir()
+        (work / package).rename(staged / package)
+        if top.exists():
+            shutil.rmtree(top)
+        staged.rename(top)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bus.emit("build.source", f"{package} {version} unpacked in {time.monotonic() - start:.0f}s "
+             f"({tree})")
+
+
+def _pipeline(argvs: list[list[str]], what: str) -> None:
+    """`a | b | c` without a shell; every stage must succeed."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        prev = subprocess.DEVNULL
+        for i, argv in enumerate(argvs):
+            last = i == len(argvs) - 1
+            proc = subprocess.Popen(argv, stdin=prev, stderr=subprocess.PIPE,
+                                    stdout=None if last else subprocess.PIPE)
+            if procs:
+                procs[-1].stdout.close()  # type: ignore[union-attr]
+            procs.append(proc)
+            prev = proc.stdout  # type: ignore[assignment]
+        errors = [(p, p.stderr.read().decode(errors="replace")) for p in procs[::-1]]  # type: ignore[union-attr]
+        for p, err in errors[::-1]:
+            if p.wait() != 0:
+                raise hostcmd.HostCommandError(what, p.args, p.returncode, err)  # type: ignore[arg-type]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def path_source(value: str) -> Source:
+    """A user's kernel tree; it must be clean (`make mrproper`) for an O= build."""
+    tree = Path(value).expanduser().resolve()
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise BuildError(f"path:{value}: {tree} is not a Linux source tree (no Makefile and "
+                         "Kconfig at its top)")
+    for leftover in (".config", "include/config", "include/generated"):
+        if (tree / leftover).exists():
+            raise BuildError(
+                f"path:{value}: {tree / leftover} exists: kharness builds out of tree (O=) and "
+                f"the kernel's make refuses a configured source tree; run `make -C {tree} "
+                "mrproper` (it deletes that tree's .config and build output)")
+    return Source(f"path:{tree}", tree, _kernelversion(tree), _tree_identity(tree))
+
+
+def _tree_identity(tree: Path) -> str:
+    """git HEAD plus a hash of the uncommitted changes and untracked files; without git, a
+    hash of every file's path, size and mtime."""
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode == 0:
+        h = hashlib.sha256(git("diff", "HEAD", "--binary").stdout)
+        for name in sorted(git("ls-files", "-z", "--others", "--exclude-standard").stdout
+                           .split(b"\0")):
+            if name:
+                h.update(name + b"\0")
+                with contextlib.suppress(OSError):
+                    h.update(hashlib.sha256((tree / name.decode()).read_bytes()).digest())
+        return f"git {head.stdout.decode().strip()} changes {h.hexdigest()[:16]}"
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(p)
+                h.update(f"{os.path.relpath(p, tree)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return f"files {h.hexdigest()[:16]}"
+
+
+def resolve_source(text: str, bus: EventBus) -> Source:
+    kind, sep, value = text.partition(":")
+    if sep and kind == "debian" and value:
+        return debian_source(value, bus)
+    if sep and kind == "path" and value:
+        return path_source(value)
+    raise BuildError(f"bad source {text!r}: debian:SERIES ({', '.join(DEBIAN_SERIES)}) or "
+                     "path:/a/linux/tree")
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+def builds_root() -> Path:
+    root = cache_dir() / "builds"
+    (root / "names").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _toolchain() -> str:
+    proc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    return proc.stdout.splitlines()[0] if proc.stdout else "gcc ?"
+
+
+def build_key(source: Source, fragments: Sequence[Fragment], toolchain: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": BUILD_FORMAT, "start": START, "source": source.identity,
+                         "version": source.version, "toolchain": toolchain,
+                         "fragments": [f.text for f in fragments]}).encode())
+    return h.hexdigest()[:16]
+
+
+def kernel_from_entry(entry: Path, name: str) -> Kernel:
+    meta = json.loads((entry / "build.json").read_text())
+    release = meta["release"]
+    modules = entry / "lib" / "modules" / release
+    return Kernel(
+        spec=f"build:{name}", release=release, vmlinux=entry / "vmlinux",
+        config=entry / "config", modules_dir=modules if (modules / "modules.dep").is_file()
+        else None, image=entry / "bzImage" if (entry / "bzImage").is_file() else None,
+        extra={"build": {k: meta[k] for k in ("key", "source", "source_identity", "fragments",
+                                              "reproducer") if k in meta}},
+    )
+
+
+def load(name: str) -> Kernel:
+    """The kernel a `build:NAME` spec names."""
+    link = builds_root() / "names" / f"{name}.json"
+    if not link.is_file():
+        known = sorted(p.stem for p in (builds_root() / "names").glob("*.json"))
+        raise KernelSpecError(
+            f"no build named {name!r}: build it with `kharness kernel build --source SPEC "
+            f"--config FRAGMENT... --name {name}`"
+            + (f" (built: {', '.join(known)})" if known else ""))
+    key = json.loads(link.read_text())["key"]
+    entry = builds_root() / key
+    if not (entry / "build.json").is_file():
+        raise KernelSpecError(f"build {name!r} points at {entry}, which is gone: build it again")
+    return kernel_from_entry(entry, name)
+
+
+def named_builds() -> list[Kernel]:
+    out = []
+    for link in sorted((builds_root() / "names").glob("*.json")):
+        with contextlib.suppress(KernelSpecError, OSError, ValueError, KeyError):
+            out.append(load(link.stem))
+    return out
+
+
+def _point(name: str, key: str, bus: EventBus) -> None:
+    link = builds_root() / "names" / f"{name}.json"
+    if link.is_file():
+        old = json.loads(link.read_text()).get("key")
+        if old and old != key:
+            bus.emit("build.rename", f"build:{name} now names build {key} (was {old})")
+    tmp = link.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"name": name, "key": key}) + "\n")
+    os.replace(tmp, link)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- the build -----------------------------------------------------------------------------
+
+@dataclass
+class BuildResult:
+    kernel: Kernel
+    key: str
+    cached: bool
+    seconds: float
+    verification: Verification | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def default_name(source: Source, fragments: Sequence[Fragment]) -> str:
+    base = source.spec.split(":", 1)[1] if source.spec.startswith("debian:") else \
+        source.tree.name
+    stems = [f.path.stem for f in fragments]
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", "-".join([base, *stems]))[:64]
+
+
+def reproducer(source: Source, fragments: Sequence[Fragment], name: str,
+               allow_dropped: bool) -> str:
+    def shown(p: Path) -> str:
+        try:
+            return str(p.resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            return str(p.resolve())
+
+    argv = ["kharness", "kernel", "build", "--source", source.spec]
+    for f in fragments:
+        argv += ["--config", shown(f.path)]
+    argv += ["--name", name]
+    if allow_dropped:
+        argv.append("--allow-dropped")
+    return shlex.join(argv)
+
+
+def missing_build_packages() -> list[str]:
+    missing = []
+    for package, probe in BUILD_PACKAGES.items():
+        present = Path(probe).exists() if probe.startswith("/") else shutil.which(probe)
+        if not present:
+            missing.append(package)
+    return missing
+
+
+def ensure_build_packages(bus: EventBus) -> None:
+    missing = missing_build_packages()
+    if missing:
+        bus.emit("build.apt", f"installing build dependencies: {' '.join(missing)}")
+        hostcmd.apt_install(missing)
+
+
+def build(source_text: str, fragment_paths: Sequence[Path | str], bus: EventBus, *,
+          name: str | None = None, allow_dropped: bool = False, jobs: int | None = None,
+          keep_objects: bool = False) -> BuildResult:
+    """Build (or find in the cache) a kernel from a source and fragments; see the module doc."""
+    start = time.monotonic()
+    if name is not None and not NAME_RE.match(name):
+        raise BuildError(f"bad build name {name!r}: letters, digits, . _ + - (64 at most), "
+                         "starting with a letter or digit")
+    if not fragment_paths:
+        raise BuildError("no fragment: give at least one --config (e.g. kconfig/base.config)")
+    problems: list[str] = []
+    fragments = [parse_fragment(Path(p), problems) for p in fragment_paths]
+    if problems:
+        raise FragmentError("bad kconfig fragment(s):\n  " + "\n  ".join(problems))
+    merged, notes = merge(fragments)
+    for note in notes:
+        bus.emit("build.override", f"override: {note}")
+    ensure_build_packages(bus)
+    source = resolve_source(source_text, bus)
+    name = name or default_name(source, fragments)
+    toolchain = _toolchain()
+    key = build_key(source, fragments, toolchain)
+    entry = builds_root() / key
+    with _locked(builds_root() / f".{key}.lock"):
+        if (entry / "build.json").is_file():
+            _point(name, key, bus)
+            kernel = kernel_from_entry(entry, name)
+            seconds = time.monotonic() - start
+            bus.emit("build.cached", f"build:{name}: cache hit ({kernel.release}, build {key}) "
+                     f"in {seconds:.1f}s", key=key, seconds=seconds)
+            return BuildResult(kernel, key, True, seconds, notes=notes)
+        result = _build(source, fragments, merged, notes, name, key, entry, bus,
+                        allow_dropped=allow_dropped, jobs=jobs or os.cpu_count() or 1,
+                        keep_objects=keep_objects, toolchain=toolchain)
+    _point(name, key, bus)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _objdir(source: Source, fragments: Sequence[Fragment]) -> Path:
+    """The object directory: per key for Debian sources (deleted after a good build), per tree
+    and fragments for path: sources (kept: an edited tree rebuilds incrementally)."""
+    h = hashlib.sha256(f"{BUILD_FORMAT}\n{source.tree}\n".encode())
+    for f in fragments:
+        h.update(f.text.encode())
+    return builds_root() / "obj" / h.hexdigest()[:16]
+
+
+def _build(source: Source, fragments: Sequence[Fragment], merged: dict[str, Asked],
+           notes: list[str], name: str, key: str, entry: Path, bus: EventBus, *,
+           allow_dropped: bool, jobs: int, keep_objects: bool, toolchain: str) -> BuildResult:
+    obj = _objdir(source, fragments)
+    fresh = not obj.exists()
+    obj.mkdir(parents=True, exist_ok=True)
+    log_path = obj / "build.log"
+    timings: dict[str, float] = {}
+    make = ["make", "-C", str(source.tree), f"O={obj}", "ARCH=x86_64"]
+
+    # 1. configure: allnoconfig with the merged fragments as KCONFIG_ALLCONFIG, olddefconfig.
+    t = time.monotonic()
+    allconfig = obj / "kharness.fragments.config"
+    allconfig.write_text(allconfig_text(merged))
+    bus.emit("build.config", f"build:{name}: configuring {source.spec} ({source.version}) from "
+             f"{START} + {', '.join(str(f.path) for f in fragments)}")
+    with log_path.open("w") as log:
+        _make([*make, f"KCONFIG_ALLCONFIG={allconfig}", START], log, log_path, "configuring")
+        _make([*make, "olddefconfig"], log, log_path, "configuring")
+    config = read_config(obj / ".config")
+    check = verify(merged, config, kconfig_index(source.tree))
+    timings["config"] = time.monotonic() - t
+    for a in check.absent:
+        bus.emit("build.warning",
+                 f"{a.option} ({a.fragment}:{a.line}) is not an option of {source.version}: "
+                 "ignored (MEMCG_V1 and CPUSETS_V1 only exist from 6.11 on; before, v1 comes "
+                 "with MEMCG and CPUSETS)", option=a.option)
+    if check.dropped:
+        lines = "\n  ".join(d.describe() for d in check.dropped)
+        if not allow_dropped:
+            if fresh:  # nothing compiled there: no object directory left behind
+                shutil.rmtree(obj, ignore_errors=True)
+            raise BuildError(
+                f"{len(check.dropped)} option(s) the fragments ask for are not in the "
+                f"configured {source.version} kernel (a dependency is off):\n  {lines}\n"
+                "add the dependencies to a fragment, or build anyway with --allow-dropped")
+        bus.emit("build.warning", f"building without {len(check.dropped)} option(s) asked "
+                 f"for (--allow-dropped):\n  {lines}")
+
+    # 2. compile.
+    t = time.monotonic()
+    steps = _expected_steps(source, fragments)
+    bus.emit("build.compile", f"build:{name}: make -j{jobs} ({source.version}"
+             + (f", about {steps} steps" if steps else "") + f"); log: {log_path}")
+    with log_path.open("a") as log:
+        done = _make([*make, f"-j{jobs}", "all"], log, log_path, "compiling", bus=bus,
+                     expected=steps, label=f"build:{name}")
+    timings["compile"] = time.monotonic() - t
+
+    # 3. install into a staging directory, then move it into place.
+    t = time.monotonic()
+    release = subprocess.run([*make, "-s", "kernelrelease"], capture_output=True, text=True,
+                             check=True, stdin=subprocess.DEVNULL).stdout.strip()
+    staged = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=builds_root()))
+    try:
+        with log_path.open("a") as log:
+            if config.get("CONFIG_MODULES") == "y":
+                _make([*make, f"INSTALL_MOD_PATH={staged}", "INSTALL_MOD_STRIP=1",
+                       "modules_install"], log, log_path, "installing the modules")
+        mods = staged / "lib" / "modules" / release
+        for link in ("build", "source"):
+            (mods / link).unlink(missing_ok=True)
+        shutil.copy2(obj / "arch" / "x86" / "boot" / "bzImage", staged / "bzImage")
+        shutil.copy2(obj / ".config", staged / "config")
+        vmlinux = obj / "vmlinux"
+        debug = has_debug_info(vmlinux)
+        if debug:
+            shutil.copy2(vmlinux, staged / DEBUG_VMLINUX)
+            hostcmd.run(["objcopy", "--strip-debug", str(vmlinux), str(staged / "vmlinux")],
+                        "stripping vmlinux")
+        else:
+            shutil.copy2(vmlinux, staged / "vmlinux")
+        gdb_scripts = obj / "vmlinux-gdb.py"
+        if gdb_scripts.exists():
+            (staged / "gdb").mkdir()
+            shutil.copy2(gdb_scripts, staged / "gdb" / "vmlinux-gdb.py")
+            shutil.copytree(obj / "scripts" / "gdb" / "linux",
+                            staged / "gdb" / "scripts" / "gdb" / "linux", symlinks=False,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.o", ".*.cmd"))
+        frag_dir = staged / "fragments"
+        frag_dir.mkdir()
+        for i, f in enumerate(fragments, 1):
+            (frag_dir / f"{i:02d}-{f.path.name}").write_text(f.text)
+        timings["install"] = time.monotonic() - t
+        meta = {
+            "format": BUILD_FORMAT, "key": key, "name": name, "release": release,
+            "source": source.spec, "source_version": source.version,
+            "source_identity": source.identity, "source_tree": str(source.tree),
+            "start": START, "toolchain": toolchain, "jobs": jobs,
+            "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in fragments],
+            "overrides": notes,
+            "dropped": [asdict(d) for d in check.dropped],
+            "absent": [{"option": a.option, "fragment": str(a.fragment), "line": a.line}
+                       for a in check.absent],
+            "debug_info": debug, "gdb_scripts": gdb_scripts.exists(),
+            "steps": done, "seconds": timings,
+            "reproducer": reproducer(source, fragments, name, allow_dropped),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        shutil.copy2(log_path, staged / "build.log")
+        (staged / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if entry.exists():
+            shutil.rmtree(entry)
+        staged.rename(entry)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    if not keep_objects and source.spec.startswith("debian:"):
+        shutil.rmtree(obj, ignore_errors=True)
+    _remember_steps(source, fragments, done)
+    kernel = kernel_from_entry(entry, name)
+    total = sum(timings.values())
+    bus.emit("build.done", f"build:{name}: {release} built in {total:.0f}s (configure "
+             f"{timings['config']:.0f}s, compile {timings['compile']:.0f}s, install "
+             f"{timings['install']:.0f}s) -> {entry}", key=key, seconds=timings)
+    return BuildResult(kernel, key, False, total, check, notes)
+
+
+_STEP = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|CC \[M\]|LD \[M\])\s")
+
+
+def _make(argv: list[str], log, log_path: Path, what: str, *, bus: EventBus | None = None,
+          expected: int | None = None, label: str = "") -> int:
+    """Run make with its output in the log; progress events every 15 s; the process group is
+    killed on any exception (Ctrl-C included). Returns the number of build steps seen."""
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", stdin=subprocess.DEVNULL, start_new_session=True)
+    steps = 0
+    tail: list[str] = []
+    start = time.monotonic()
+    stop = threading.Event()
+    progress: dict[str, str] = {"last": ""}
+
+    def ticker() -> None:
+        while not stop.wait(15):
+            if bus:
+                elapsed = time.monotonic() - start
+                pct = f" ({min(99, 100 * steps // expected)}%)" if expected else ""
+                bus.emit("build.progress", f"{label}: {what}: {steps} steps{pct}, "
+                         f"{elapsed // 60:.0f}m{elapsed % 60:02.0f}s, {progress['last']}",
+                         steps=steps, expected=expected, seconds=elapsed)
+
+    thread = threading.Thread(target=ticker, daemon=True)
+    thread.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            del tail[:-40]
+            m = _STEP.match(line)
+            if m:
+                steps += 1
+                progress["last"] = line.split()[-1]
+        rc = proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        stop.set()
+        log.flush()
+    if rc != 0:
+        errors = [t for t in tail if "error" in t.lower() or "***" in t] or tail[-15:]
+        raise hostcmd.HostCommandError(f"{label or 'the build'}: {what}", argv, rc,
+                                       "\n".join(errors[-7:]) + f"\nthe whole log: {log_path}")
+    return steps
+
+
+def _steps_file() -> Path:
+    return builds_root() / "steps.json"
+
+
+def _expected_steps(source: Source, fragments: Sequence[Fragment]) -> int | None:
+    """Build steps seen in the last build of the same source series and fragments (progress)."""
+    try:
+        known = json.loads(_steps_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return known.get(_steps_key(source, fragments))
+
+
+def _steps_key(source: Source, fragments: Sequence[Fragment]) -> str:
+    series = ".".join(source.version.split(".")[:2])
+    return series + " " + " ".join(f.sha256[:12] for f in fragments)
+
+
+def _remember_steps(source: Source, fragments: Sequence[Fragment], steps: int) -> None:
+    path = _steps_file()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known[_steps_key(source, fragments)] = steps
+    path.write_text(json.dumps(known, indent=1) + "\n")
