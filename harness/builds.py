@@ -237,18 +237,67 @@ def kconfig_index(tree: Path) -> dict[str, KconfigSymbol]:
     return index
 
 
-def unmet(expr: str, values: dict[str, str]) -> list[str]:
-    """The symbols in a dependency expression that are off in `values` (CONFIG_ keys), shown
-    as NAME (value)."""
+_TOKEN = re.compile(r"\s*(&&|\|\||!=|=|!|\(|\)|\"[^\"]*\"|[A-Za-z0-9_]+)")
+
+
+def satisfied(expr: str, values: dict[str, str]) -> bool | None:
+    """A Kconfig dependency expression (&&, ||, !, =, !=, parentheses) evaluated against a
+    .config (m counts as on), or None when it cannot be parsed."""
+    tokens = []
+    pos = 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m:
+            return None
+        tokens.append(m.group(1))
+        pos = m.end()
+        if not expr[pos:].strip():
+            break
+
+    def value(tok: str) -> str:
+        if tok.startswith('"'):
+            return tok[1:-1]
+        if tok in ("y", "m", "n") or tok.isdigit():
+            return tok
+        return values.get(f"CONFIG_{tok}", "n")
+
     out = []
-    for name in re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr):
-        if name in ("y", "m", "n"):
-            continue
-        value = values.get(f"CONFIG_{name}", "n")
-        negated = re.search(rf"!\s*{name}\b", expr) is not None
-        if (value == "n") != negated:
-            out.append(f"{'!' if negated else ''}{name} ({_show(value)})")
-    return out
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in ("&&", "||"):
+            out.append(" and " if tok == "&&" else " or ")
+        elif tok == "!":
+            out.append(" not ")
+        elif tok in ("(", ")"):
+            out.append(tok)
+        elif i + 1 < len(tokens) and tokens[i + 1] in ("=", "!="):
+            if i + 2 >= len(tokens):
+                return None
+            equal = value(tok) == value(tokens[i + 2])
+            out.append(str(equal if tokens[i + 1] == "=" else not equal))
+            i += 2
+        else:
+            out.append(str(value(tok) != "n"))
+        i += 1
+    try:
+        # the string holds only True, False, and, or, not and parentheses
+        return bool(eval("".join(out), {"__builtins__": {}}))
+    except SyntaxError:
+        return None
+
+
+def unmet(expr: str, values: dict[str, str]) -> list[str]:
+    """Why a dependency expression (a `depends on` line) is not met: [] when it is; the symbol
+    with its value for a plain one (`BLK_CGROUP (is not set)`); the expression with the values
+    of its symbols otherwise."""
+    if satisfied(expr, values) is True:
+        return []
+    names = [n for n in dict.fromkeys(re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr))]
+    shown = [f"{n} ({_show(values.get(f'CONFIG_{n}', 'n'))})" for n in names]
+    if re.fullmatch(r"[A-Z][A-Z0-9_]*", expr.strip()):
+        return shown
+    return [f"{expr.strip()} [{', '.join(shown)}]"]
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -547,7 +596,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 @dataclass
 class BuildResult:
-    kernel: Kernel
+    kernel: Kernel | None  # None after a check (`check_only`)
     key: str
     cached: bool
     seconds: float
@@ -597,8 +646,9 @@ def ensure_build_packages(bus: EventBus) -> None:
 
 def build(source_text: str, fragment_paths: Sequence[Path | str], bus: EventBus, *,
           name: str | None = None, allow_dropped: bool = False, jobs: int | None = None,
-          keep_objects: bool = False) -> BuildResult:
-    """Build (or find in the cache) a kernel from a source and fragments; see the module doc."""
+          keep_objects: bool = False, check_only: bool = False) -> BuildResult:
+    """Build (or find in the cache) a kernel from a source and fragments; see the module doc.
+    `check_only`: configure and verify, compile nothing (dropped options still raise)."""
     start = time.monotonic()
     if name is not None and not NAME_RE.match(name):
         raise BuildError(f"bad build name {name!r}: letters, digits, . _ + - (64 at most), "
@@ -619,7 +669,7 @@ def build(source_text: str, fragment_paths: Sequence[Path | str], bus: EventBus,
     key = build_key(source, fragments, toolchain)
     entry = builds_root() / key
     with _locked(builds_root() / f".{key}.lock"):
-        if (entry / "build.json").is_file():
+        if (entry / "build.json").is_file() and not check_only:
             _point(name, key, bus)
             kernel = kernel_from_entry(entry, name)
             seconds = time.monotonic() - start
@@ -628,7 +678,10 @@ def build(source_text: str, fragment_paths: Sequence[Path | str], bus: EventBus,
             return BuildResult(kernel, key, True, seconds, notes=notes)
         result = _build(source, fragments, merged, notes, name, key, entry, bus,
                         allow_dropped=allow_dropped, jobs=jobs or os.cpu_count() or 1,
-                        keep_objects=keep_objects, toolchain=toolchain)
+                        keep_objects=keep_objects, toolchain=toolchain,
+                        check_only=check_only)
+    if check_only:
+        return result
     _point(name, key, bus)
     result.seconds = time.monotonic() - start
     return result
@@ -645,7 +698,8 @@ def _objdir(source: Source, fragments: Sequence[Fragment]) -> Path:
 
 def _build(source: Source, fragments: Sequence[Fragment], merged: dict[str, Asked],
            notes: list[str], name: str, key: str, entry: Path, bus: EventBus, *,
-           allow_dropped: bool, jobs: int, keep_objects: bool, toolchain: str) -> BuildResult:
+           allow_dropped: bool, jobs: int, keep_objects: bool, toolchain: str,
+           check_only: bool = False) -> BuildResult:
     obj = _objdir(source, fragments)
     fresh = not obj.exists()
     obj.mkdir(parents=True, exist_ok=True)
@@ -681,6 +735,14 @@ def _build(source: Source, fragments: Sequence[Fragment], merged: dict[str, Aske
                 "add the dependencies to a fragment, or build anyway with --allow-dropped")
         bus.emit("build.warning", f"building without {len(check.dropped)} option(s) asked "
                  f"for (--allow-dropped):\n  {lines}")
+    if check_only:
+        if fresh:
+            shutil.rmtree(obj, ignore_errors=True)
+        asked = len(merged) - len(check.absent)
+        bus.emit("build.checked", f"build:{name}: {source.spec} ({source.version}) has all "
+                 f"{asked - len(check.dropped)} of the {asked} options asked for"
+                 + (f", {len(check.absent)} not in this version" if check.absent else ""))
+        return BuildResult(None, key, False, timings["config"], check, notes)
 
     # 2. compile.
     t = time.monotonic()

@@ -76,8 +76,10 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
     bus = _bus(args)
     result = builds.build(args.source, args.config, bus, name=args.name,
                           allow_dropped=args.allow_dropped, jobs=args.jobs,
-                          keep_objects=args.keep_objects)
+                          keep_objects=args.keep_objects, check_only=args.check)
     k = result.kernel
+    if k is None:
+        return 0
     print(f"{k.spec}\t{k.release}\t{k.vmlinux}"
           + (f"\t{k.debug_vmlinux}" if k.debug_vmlinux else ""))
     return 0
@@ -362,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "fragment names)")
     kp.add_argument("--allow-dropped", action="store_true",
                     help="build even if options asked for are off (a dependency is missing)")
+    kp.add_argument("--check", action="store_true",
+                    help="configure and verify only (seconds): are the options asked for all "
+                    "there? nothing is compiled or stored")
     kp.add_argument("--jobs", type=int, help="make -j (default: all cores)")
     kp.add_argument("--keep-objects", action="store_true",
                     help="keep the object directory of a Debian source build (path: sources "

@@ -124,7 +124,8 @@ def test_verify_names_the_dropped_option_and_the_dependency_that_is_off(tmp_path
     assert by["CONFIG_BLK_DEV_THROTTLING"].describe() == (
         "CONFIG_BLK_DEV_THROTTLING=y (f.config:3) ended up is not set: depends on "
         "BLK_CGROUP (is not set)")
-    assert by["CONFIG_RDMA_RXE"].depends == ("INFINIBAND (is not set)", "PCI (is not set)")
+    assert by["CONFIG_RDMA_RXE"].depends == ("INFINIBAND (is not set)",
+                                             "INET && PCI [INET (y), PCI (is not set)]")
     assert [a.option for a in check.absent] == ["CONFIG_NOT_IN_THIS_KERNEL"]
 
 
@@ -208,3 +209,19 @@ def test_reproducer_is_a_command_line(tmp_path):
     assert builds.reproducer(src, [frag], "v", True) == (
         "kharness kernel build --source debian:6.12 --config kconfig/base.config --name v "
         "--allow-dropped")
+
+
+@pytest.mark.parametrize("expr, ok", [
+    ("A", True), ("C", False), ("!C", True), ("A && C", False), ("A || C", True),
+    ("(A || C) && !C", True), ("B = m", True), ("B != m", False), ("A&&(C||B)", True),
+    ("CRYPTO_LZO || CRYPTO_ZSTD", False),
+])
+def test_dependency_expressions_are_evaluated(expr, ok):
+    values = {"CONFIG_A": "y", "CONFIG_B": "m", "CONFIG_C": "n"}
+    assert builds.satisfied(expr, values) is ok
+    assert (builds.unmet(expr, values) == []) is ok
+
+
+def test_an_or_dependency_is_shown_whole():
+    assert builds.unmet("CRYPTO_LZO || CRYPTO_ZSTD", {}) == [
+        "CRYPTO_LZO || CRYPTO_ZSTD [CRYPTO_LZO (is not set), CRYPTO_ZSTD (is not set)]"]
