@@ -1,0 +1,54 @@
+"""The observed figures of one scenario result, as numbers: what a report shows in a matrix
+cell and what `compare` watches for drift between runs.
+
+Names:
+- `metric NAME of CGROUP` for a checked metric (`metric oom_kill of hog`: 0),
+- `step STEP FIELD` for a checked step field (`step hog cpu_s`: 4.042),
+- `sampled usage peak of CGROUP` / `sampled swap peak of CGROUP` from the samples the runner
+  took while the steps ran (bytes).
+Checks whose observed value is not a number (errno names, file contents) are left out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_METRIC = re.compile(r"^metric (\w+) of (\S+) ")
+_STEP = re.compile(r"^step (\S+) (\w+) ")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def number(observed: str) -> float | None:
+    """`33554432 (32M)` -> 33554432.0; `0.613927` -> 0.613927; `EAGAIN`, `` -> None."""
+    head = (observed or "").split(" ", 1)[0]
+    return float(head) if _NUMBER.match(head) else None
+
+
+def figures(result: Any) -> dict[str, float]:
+    """Figures of a result (a ScenarioResult or its dict from results.jsonl), in a stable
+    order: checked metrics and step fields first, then the sampled peaks."""
+    data = result if isinstance(result, dict) else vars(result)
+    out: dict[str, float] = {}
+    for check in data.get("checks") or []:
+        if check.get("skipped_reason"):
+            continue
+        value = number(check.get("observed", ""))
+        if value is None:
+            continue
+        desc = check.get("description", "")
+        m = _METRIC.match(desc)
+        if m:
+            out.setdefault(f"metric {m.group(1)} of {m.group(2)}", value)
+            continue
+        m = _STEP.match(desc)
+        if m and m.group(2) not in ("exit_status", "signal"):
+            out.setdefault(f"step {m.group(1)} {m.group(2)}", value)
+    for cgroup, samples in sorted((data.get("samples") or {}).items()):
+        if not samples:
+            continue
+        out[f"sampled usage peak of {cgroup}"] = float(max(s[1] for s in samples))
+        swaps = [s[2] for s in samples if len(s) > 2 and s[2] is not None]
+        if swaps:
+            out[f"sampled swap peak of {cgroup}"] = float(max(swaps))
+    return out
