@@ -43,6 +43,8 @@ def _bus(args: argparse.Namespace) -> EventBus:
 def cmd_setup(args: argparse.Namespace) -> int:
     bus = _bus(args)
     missing = hostcmd.missing_host_packages()
+    if args.debug:  # what the test suite needs besides (./kh test runs setup --debug)
+        missing += hostcmd.missing_host_packages(hostcmd.TEST_PACKAGES)
     if missing:
         bus.emit("setup.apt", f"installing host packages: {' '.join(missing)}")
         hostcmd.apt_install(missing)
@@ -336,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="look for newer Debian kernels even when one is cached")
     p.add_argument("--debug", action="store_true",
                    help="also the kernels' debug symbols for gdb (`kharness backtrace`, gdb "
-                   "scenarios; ~1 GB download each, else fetched on first need)")
+                   "scenarios; ~1 GB download each, else fetched on first need) and the "
+                   "packages only the tests need (chromium, for the report screenshot)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_setup)
 

@@ -31,6 +31,12 @@ HOST_PACKAGES: dict[str, str] = {
     "libnl-route-3-dev": "/usr/lib/x86_64-linux-gnu/libnl-route-3.a",
 }
 
+# Packages only the test suite needs (tests/test_report_integration.py screenshots the HTML
+# report with headless Chromium): `kharness setup --debug`, which `./kh test` runs, installs them.
+TEST_PACKAGES: dict[str, str] = {
+    "chromium": "chromium",
+}
+
 
 class HostCommandError(RuntimeError):
     """A host command failed; carries the argv, the exit code and the tail of its stderr."""
@@ -69,10 +75,11 @@ def run(
     return proc
 
 
-def missing_host_packages() -> list[str]:
-    """Debian packages from HOST_PACKAGES whose proving command or file is absent."""
+def missing_host_packages(packages: dict[str, str] | None = None) -> list[str]:
+    """Debian packages from `packages` (default HOST_PACKAGES) whose proving command or file
+    is absent."""
     missing = []
-    for package, probe in HOST_PACKAGES.items():
+    for package, probe in (HOST_PACKAGES if packages is None else packages).items():
         present = Path(probe).exists() if probe.startswith("/") else shutil.which(probe)
         if not present:
             missing.append(package)
