@@ -29,6 +29,9 @@ class ScenarioResult:
     checks: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     samples: dict[str, list] = field(default_factory=dict)  # cgroup -> [[t, usage, swap], ...]
+    # the scenario's byte limits per cgroup ("." its own), version-neutral knob names:
+    # {"hog": {"memory.max": 33554432, "memory.swap.max": 0}}; `max` (no limit) is left out
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
     backtraces: list[dict] = field(default_factory=list)  # gdb hits: frames, text (capture.py)
     console_excerpt: str = ""
     failure_kind: str | None = None  # panic, oops, bug, warning, lockup, hang, taint

@@ -38,6 +38,7 @@ from .scenario import (
     kernel_matches,
     when_matches,
 )
+from .units import parse_size
 
 SUBTREE = "kharness"  # every scenario's cgroups live below /sys/fs/cgroup[/<ctrl>]/kharness/
 
@@ -269,6 +270,7 @@ class Runner:
             kernel_spec=cell.kernel.spec, hierarchy=cell.hierarchy, status=status,
             reason=reason, description=cell.scenario.description, console_excerpt=excerpt,
             failure_kind=kind, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            limits=scenario_limits(cell.scenario, cell.hierarchy, cell.kernel.release),
         )
 
     def _run_cell(self, vm: Machine, h, cell: Cell, job_name: str,
@@ -348,6 +350,29 @@ class Runner:
                 result.console_excerpt = vm.console_tail(60)
         result.duration = time.monotonic() - start
         return result, reboot
+
+
+# The knobs whose values are byte limits a report draws next to the sampled usage.
+LIMIT_KNOBS = ("memory.max", "memory.high", "memory.low", "memory.min", "memory.swap.max",
+               "memory.soft_limit_in_bytes")
+
+
+def scenario_limits(sc: Scenario, hierarchy: str, release: str) -> dict[str, dict[str, int]]:
+    """The byte limits the scenario's `cgroups` set on this hierarchy and kernel, per cgroup
+    ("." the scenario's own): {"hog": {"memory.max": 33554432}}. `max` and values that are not
+    sizes are left out (nothing to draw)."""
+    out: dict[str, dict[str, int]] = {}
+    for cg in sc.cgroups:
+        if not when_matches(cg.when, hierarchy, release):
+            continue
+        for knob, value in cg.knobs.items():
+            if knob not in LIMIT_KNOBS:
+                continue
+            try:
+                out.setdefault(cg.path or ".", {})[knob] = parse_size(value)
+            except ValueError:
+                continue
+    return {cgroup: limits for cgroup, limits in out.items() if limits}
 
 
 # /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
