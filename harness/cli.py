@@ -203,8 +203,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from . import scenario
     from .results import ERROR, FAIL, ResultsWriter, environment, junit_xml
-    from .runner import Runner, default_jobs
+    from .runner import Runner, Shard, default_jobs, shard_scenarios
 
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     scenarios, problems = scenario.load([Path(p) for p in args.paths])
     if problems:
         for problem in problems:
@@ -218,6 +222,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"no scenarios under {' '.join(args.paths)}"
                          + (f" match -k {args.k!r}" if args.k else ""))
     bus = _bus(args)
+    hierarchies = args.hierarchy or ["v1", "v2"]
+    selected = scenarios
+    if shard:  # the same slice on every machine: see shard_scenarios
+        selected = shard_scenarios(scenarios, hierarchies, shard)
+        bus.emit("run.shard", f"shard {shard}: {len(selected)} of {len(scenarios)} scenarios")
     specs = args.kernel or list(kernels.DEFAULT_KERNELS)
     kernel_list = [kernels.resolve(spec, bus) for spec in specs]
     results_dir = Path(args.results or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -227,10 +236,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe = MachineConfig(kernel=kernel_list[0],
                               initrd=images.initrd_for(kernel_list[0], bus))
         accel = detect_accel(probe, bus)
-    runner = Runner(scenarios, kernel_list, args.hierarchy or ["v1", "v2"], writer, bus,
+    runner = Runner(selected, kernel_list, hierarchies, writer, bus,
                     jobs=args.jobs or default_jobs(), accel=accel)
     info = environment(kernel_list, accel)
-    info.update(argv=sys.argv, scenarios=[s.name for s in scenarios])
+    info.update(argv=sys.argv, scenarios=[s.name for s in selected], hierarchies=hierarchies)
+    if shard:  # `kharness merge` checks the shards' scenarios add up to all_scenarios
+        info["shard"] = {"index": shard.index, "count": shard.count,
+                         "all_scenarios": sorted(s.name for s in scenarios)}
     writer.write_run_info(info)
     start = time.monotonic()
     try:
@@ -402,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results directory (default results/<timestamp>)")
     p.add_argument("--junit", help="also write the JUnit XML here")
     p.add_argument("-k", help="only scenarios whose name contains this or matches this glob")
+    p.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the "
+                   "matrix (whole scenarios, the same slice on every machine); join the "
+                   "shards' results with `kharness merge`")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")

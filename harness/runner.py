@@ -9,6 +9,7 @@ asking for a fresh boot gets the next scenario a new machine. Machines run in pa
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
@@ -57,6 +58,50 @@ class MachineJob:
     spec: object  # the scenarios' MachineSpec
     cells: list[Cell] = field(default_factory=list)
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard I/N`: the I-th (1-based) of N disjoint slices of a run's matrix."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise ValueError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/2")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_scenarios(scenarios: list[Scenario], hierarchies: list[str],
+                    shard: Shard) -> list[Scenario]:
+    """The scenarios of `shard`: a scenario goes to one shard with all its cells (every kernel
+    and hierarchy, the skips that need no machine included), so the N shards partition the
+    matrix exactly.
+
+    The rule depends only on the scenario files and the hierarchies, never on input order,
+    kernel releases or timing: scenarios are sorted by (machine spec, name), so that those
+    sharing a boot are neighbours, and the sorted list is cut into N contiguous runs of about
+    equal weight, a scenario's weight being the number of the run's hierarchies it applies to
+    (cells that boot). A scenario goes to the shard its weight's midpoint falls in."""
+    order = sorted(scenarios, key=lambda s: (json.dumps(asdict(s.machine), sort_keys=True),
+                                             s.name))
+    weights = [sum(h in s.hierarchies for h in dict.fromkeys(hierarchies)) for s in order]
+    if not any(weights):  # nothing boots: cut by count
+        weights = [1] * len(order)
+    total = sum(weights)
+    picked, before = [], 0
+    for sc, weight in zip(order, weights):
+        slot = min(shard.count - 1, shard.count * (2 * before + weight) // (2 * total))
+        if slot == shard.index - 1:
+            picked.append(sc)
+        before += weight
+    return picked
 
 
 class ScenarioAbort(Exception):
