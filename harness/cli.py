@@ -312,6 +312,48 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+    from .rundir import RunDirError, read_run
+
+    pairs = []
+    for text in args.pair or []:
+        a, eq, b = text.partition("=")
+        if not eq or not a or not b:
+            raise UsageError(f"--pair {text!r}: expected A_KERNEL=B_KERNEL (a release or spec "
+                             "of each run, e.g. debian:6.1=debian:6.12)")
+        pairs.append((a, b))
+    if args.threshold < 0 or args.floor < 0:
+        raise UsageError("--threshold and --floor must be >= 0")
+    try:
+        cmp = compare.compare(read_run(args.run_a), read_run(args.run_b), args.threshold,
+                              args.floor, pairs)
+    except RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(compare.render_text(cmp))
+    if args.json:
+        compare.write_json(cmp, Path(args.json))
+    return 1 if cmp.regressed else 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from . import merge
+    from .rundir import RunDirError
+
+    try:
+        done = merge.merge([Path(p) for p in args.runs], Path(args.out), sys.argv)
+    except RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in done.warnings:
+        print(f"kharness: warning: {warning}", file=sys.stderr)
+    for src, old, new in done.renamed:
+        print(f"kharness: {src}/machines/{old} is machines/{new}", file=sys.stderr)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(done.counts.items()))
+    print(f"merged {len(done.inputs)} run(s) into {done.out}: {done.results} results"
+          + (f" ({counts})" if counts else ""))
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -421,6 +463,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="what changed between two runs: regressions, fixes, "
+                       "skips, cells in one run only, figures that moved; exit 1 on a regression",
+                       description="Compare RUN_B against RUN_A cell by cell (scenario x kernel "
+                       "x hierarchy; across different kernels by scenario x hierarchy). Exit "
+                       "status 1 when a cell passed (or was skipped) in A and fails or errors "
+                       "in B, 0 otherwise, 2 for bad input.")
+    p.add_argument("run_a", metavar="RUN_A", help="results directory: the baseline")
+    p.add_argument("run_b", metavar="RUN_B", help="results directory: the candidate")
+    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON here")
+    p.add_argument("--threshold", type=float, default=20.0, metavar="PCT",
+                   help="report a figure that moved by more than PCT%% of A's value (default 20)")
+    p.add_argument("--floor", type=float, default=1.0, metavar="ABS",
+                   help="never report a figure that moved by ABS or less, in its own unit "
+                   "(default 1: one OOM kill, one event, one second)")
+    p.add_argument("--pair", action="append", metavar="A_KERNEL=B_KERNEL",
+                   help="compare these kernels' cells (a release or spec of each run), "
+                   "repeatable; default: same release, else same spec, else the only kernel "
+                   "left in each run")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("merge", help="join runs (the shards of `run --shard`) into one "
+                       "results directory")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="results directories")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="the merged results directory (new, or empty)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("backtrace", help="boot, run a workload in a cgroup, print the "
                        "backtraces at FUNCTION as gdb does, and how they differ between kernels")
