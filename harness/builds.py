@@ -526,9 +526,19 @@ def _toolchain() -> str:
     return proc.stdout.splitlines()[0] if proc.stdout else "gcc ?"
 
 
+def make_flags(source: Source, obj: Path) -> list[str]:
+    """File names in the DWARF and in __FILE__ relative to the source tree (mm/memcontrol.c),
+    as in Debian's packages, not the cache's absolute paths: backtraces read the same on a
+    built kernel as on a packaged one, and the build does not depend on where the cache is."""
+    remap = f"-ffile-prefix-map={source.tree}/= -ffile-prefix-map={obj}/="
+    return [f"KCFLAGS={remap}", f"KAFLAGS={remap}"]
+
+
 def build_key(source: Source, fragments: Sequence[Fragment], toolchain: str) -> str:
     h = hashlib.sha256()
+    flags = make_flags(Source("", Path("SRC"), "", ""), Path("OBJ"))
     h.update(json.dumps({"format": BUILD_FORMAT, "start": START, "source": source.identity,
+                         "make": flags,
                          "version": source.version, "toolchain": toolchain,
                          "fragments": [f.text for f in fragments]}).encode())
     return h.hexdigest()[:16]
@@ -705,7 +715,7 @@ def _build(source: Source, fragments: Sequence[Fragment], merged: dict[str, Aske
     obj.mkdir(parents=True, exist_ok=True)
     log_path = obj / "build.log"
     timings: dict[str, float] = {}
-    make = ["make", "-C", str(source.tree), f"O={obj}", "ARCH=x86_64"]
+    make = ["make", "-C", str(source.tree), f"O={obj}", "ARCH=x86_64", *make_flags(source, obj)]
 
     # 1. configure: allnoconfig with the merged fragments as KCONFIG_ALLCONFIG, olddefconfig.
     t = time.monotonic()

@@ -87,9 +87,15 @@ def test_the_v1_build_has_v1_memcg_and_a_second_build_is_a_cache_hit(v612_v1):
     header = listing.splitlines()[0].split()
     flags = dict(zip(header, row.split()))
     assert flags["MEMCG"] == "y" and flags["MEMCG_V1"] == "y" and flags["CGROUP_RDMA"] == "y"
-    meta = json.loads(next(Path(os.environ.get("KHARNESS_CACHE", Path.home() / ".cache/kharness"))
-                           .glob("builds/*/build.json")).read_text())
-    assert meta["reproducer"].startswith("kharness kernel build --source debian:6.12 --config ")
+    from harness import builds
+
+    key = json.loads((builds.builds_root() / "names" / "v612-v1.json").read_text())["key"]
+    meta = json.loads((builds.builds_root() / key / "build.json").read_text())
+    assert meta["reproducer"] == ("kharness kernel build --source debian:6.12 --config "
+                                  "kconfig/base.config --config kconfig/cgroups.config --config "
+                                  "kconfig/cgroup-v1.config --name v612-v1")
+    assert meta["dropped"] == [] and meta["absent"] == []
+    assert meta["source_identity"].startswith("linux-source-6.12 6.12.")
 
 
 def test_the_catalogue_on_v1_passes_on_the_built_612_with_its_v1_memory(v612_v1, tmp_path):
