@@ -225,3 +225,10 @@ def test_dependency_expressions_are_evaluated(expr, ok):
 def test_an_or_dependency_is_shown_whole():
     assert builds.unmet("CRYPTO_LZO || CRYPTO_ZSTD", {}) == [
         "CRYPTO_LZO || CRYPTO_ZSTD [CRYPTO_LZO (is not set), CRYPTO_ZSTD (is not set)]"]
+
+
+def test_dwarf_file_names_are_made_relative_to_the_tree_and_the_object_dir(tmp_path):
+    src = builds.Source("debian:6.12", Path("/c/src/linux"), "6.12.117", "x")
+    flags = builds.make_flags(src, Path("/c/obj/1"))
+    assert flags == ["KCFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/=",
+                     "KAFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/="]
