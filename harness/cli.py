@@ -354,6 +354,30 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    if args.tolerance < 0:
+        raise UsageError(f"--tolerance {args.tolerance:g}: must be >= 0 (percent)")
+    run_dir = Path(args.run_dir)
+    try:
+        model = report.build(run_dir, tolerance=args.tolerance)
+    except report.ReportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out == "-":
+        sys.stdout.write(report.render(model, args.format, Path.cwd()))
+        return 0
+    out = Path(args.out) if args.out else report.default_output(run_dir, args.format)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(model, args.format, out.parent))
+    differing = [row for row in model.rows if row.axes]
+    print(f"kharness: wrote {out}: {len(model.rows)} scenarios x {len(model.columns)} "
+          f"columns, {len(differing)} differ"
+          + (f" ({', '.join(row.scenario for row in differing)})" if differing else ""),
+          file=sys.stderr)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -525,6 +549,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_backtrace)
+
+    p = sub.add_parser("report", help="one run as a matrix (scenarios x kernel x hierarchy) "
+                       "with what differs between v1 and v2 and between kernels",
+                       description="Render RUN_DIR's results.jsonl and run.json: a matrix of "
+                       "outcomes and observed figures, the scenarios that differ between "
+                       "hierarchies or kernels with the values behind it, usage plots with the "
+                       "limits, the environment (config flags, build, accelerator, QEMU).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a `kharness run` results directory")
+    p.add_argument("--format", choices=["html", "md", "json"], default="html",
+                   help="html (one self-contained file, default), md or json")
+    p.add_argument("--out", help="output file (default RUN_DIR/report.<format>, so the console "
+                   "log links work; - for stdout)")
+    p.add_argument("--tolerance", type=float, default=10.0, metavar="PERCENT",
+                   help="figures further apart than this differ (default 10)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("shell", help="boot a kernel and open an interactive shell over SSH")
     _add_machine_options(p)

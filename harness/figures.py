@@ -5,7 +5,11 @@ Names:
 - `metric NAME of CGROUP` for a checked metric (`metric oom_kill of hog`: 0),
 - `step STEP FIELD` for a checked step field (`step hog cpu_s`: 4.042),
 - `sampled usage peak of CGROUP` / `sampled swap peak of CGROUP` from the samples the runner
-  took while the steps ran (bytes).
+  took while the steps ran (bytes),
+- `step STEP cpu_pct`: the CPU a step's workload used, in percent of one CPU, from the
+  `cpu_s` and `wall_s` it printed (cpuhog), checked or not,
+- `io read rate of CGROUP`: the checked `io_read_bytes` of a cgroup over the time its run
+  steps took (bytes per second).
 Checks whose observed value is not a number (errno names, file contents) are left out.
 """
 
@@ -17,6 +21,7 @@ from typing import Any
 _METRIC = re.compile(r"^metric (\w+) of (\S+) ")
 _STEP = re.compile(r"^step (\S+) (\w+) ")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_IO_READ = re.compile(r"^metric io_read_bytes of (\S+)$")
 
 
 def number(observed: str) -> float | None:
@@ -51,4 +56,19 @@ def figures(result: Any) -> dict[str, float]:
         swaps = [s[2] for s in samples if len(s) > 2 and s[2] is not None]
         if swaps:
             out[f"sampled swap peak of {cgroup}"] = float(max(swaps))
+    steps = data.get("steps") or []
+    for step in steps:
+        fields = step.get("fields") or {}
+        cpu, wall = number(fields.get("cpu_s", "")), number(fields.get("wall_s", ""))
+        if cpu is not None and wall:
+            out[f"step {step.get('name')} cpu_pct"] = round(100 * cpu / wall, 1)
+    for name, value in list(out.items()):
+        m = _IO_READ.match(name)
+        if not m:
+            continue
+        cgroup = m.group(1)
+        seconds = sum(s.get("duration") or 0.0 for s in steps
+                      if (s.get("cgroup") or ".") == cgroup and s.get("command"))
+        if seconds > 0:
+            out[f"io read rate of {cgroup}"] = value / seconds
     return out

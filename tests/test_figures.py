@@ -36,3 +36,25 @@ def test_figures_from_checks_and_samples():
         "sampled usage peak of hog": float(30 << 20),
         "sampled swap peak of hog": float(5 << 20),
     }
+
+
+def test_cpu_percent_and_io_read_rate_are_derived_from_steps():
+    result = {
+        "checks": [
+            {"description": "metric io_read_bytes of reader approx 4M ±5%",
+             "observed": "4194304 (4M)", "passed": True, "skipped_reason": None},
+        ],
+        "steps": [
+            {"name": "hog", "command": "cpuhog -n 2 2", "cgroup": "busy", "duration": 2.1,
+             "fields": {"cpu_s": "3.000", "wall_s": "2.000"}},
+            {"name": "idle", "command": "cpuhog 1", "cgroup": "busy", "duration": 1.0,
+             "fields": {"cpu_s": "0.5", "wall_s": "0"}},  # no wall time: no percentage
+            {"name": "read", "command": "dd if=/dev/vda", "cgroup": "reader", "duration": 4.0,
+             "fields": {}},
+            {"name": "step3", "write": "io.max", "value": "x", "cgroup": "reader"},
+        ],
+    }
+    got = figures(result)
+    assert got["step hog cpu_pct"] == 150.0
+    assert "step idle cpu_pct" not in got
+    assert got["io read rate of reader"] == 4194304 / 4.0
