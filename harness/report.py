@@ -41,7 +41,6 @@ from .units import format_size
 
 FORMATS = ("html", "md", "json")
 DEFAULT_TOLERANCE = 10.0  # percent
-MISSING = "missing"  # a cell the run did not record (an interrupted run, a shard)
 STATUSES = (PASS, FAIL, SKIP, ERROR)
 
 # Reasons that come from the scenario's own scope (runner._static_skip, a `when` block):
