@@ -315,6 +315,7 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import compare
     from .rundir import RunDirError, read_run
+    from .units import parse_size
 
     pairs = []
     for text in args.pair or []:
@@ -323,11 +324,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"--pair {text!r}: expected A_KERNEL=B_KERNEL (a release or spec "
                              "of each run, e.g. debian:6.1=debian:6.12)")
         pairs.append((a, b))
-    if args.threshold < 0 or args.floor < 0:
-        raise UsageError("--threshold and --floor must be >= 0")
+    if args.threshold < 0:
+        raise UsageError(f"--threshold {args.threshold:g}: must be >= 0 (percent)")
+    floors = {}
+    for text in args.floor or []:
+        unit, eq, value = text.partition("=")
+        try:
+            if not eq or unit not in compare.FLOORS:
+                raise ValueError
+            floors[unit] = (float(parse_size(value)) if unit.startswith("bytes")
+                            else float(value))
+            if floors[unit] < 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--floor {text!r}: expected UNIT=VALUE >= 0, UNIT one of "
+                             f"{', '.join(compare.FLOORS)} (e.g. bytes=4M, count=0)") from None
     try:
         cmp = compare.compare(read_run(args.run_a), read_run(args.run_b), args.threshold,
-                              args.floor, pairs)
+                              floors, pairs)
     except RunDirError as exc:
         raise UsageError(str(exc)) from None
     sys.stdout.write(compare.render_text(cmp))
@@ -341,7 +355,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .rundir import RunDirError
 
     try:
-        done = merge.merge([Path(p) for p in args.runs], Path(args.out), sys.argv)
+        done = merge.merge([Path(p) for p in args.runs], Path(args.out), sys.argv,
+                           with_report=not args.no_report)
     except RunDirError as exc:
         raise UsageError(str(exc)) from None
     for warning in done.warnings:
@@ -350,7 +365,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"kharness: {src}/machines/{old} is machines/{new}", file=sys.stderr)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(done.counts.items()))
     print(f"merged {len(done.inputs)} run(s) into {done.out}: {done.results} results"
-          + (f" ({counts})" if counts else ""))
+          + (f" ({counts})" if counts else "") + (f"; report: {done.report}" if done.report
+                                                  else ""))
     return 0
 
 
@@ -499,9 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON here")
     p.add_argument("--threshold", type=float, default=20.0, metavar="PCT",
                    help="report a figure that moved by more than PCT%% of A's value (default 20)")
-    p.add_argument("--floor", type=float, default=1.0, metavar="ABS",
-                   help="never report a figure that moved by ABS or less, in its own unit "
-                   "(default 1: one OOM kill, one event, one second)")
+    p.add_argument("--floor", action="append", metavar="UNIT=VALUE",
+                   help="never report a figure of UNIT that moved by VALUE or less, repeatable "
+                   "(defaults: count=1 number=1 bytes=1M bytes/s=64K seconds=0.5 percent=5)")
     p.add_argument("--pair", action="append", metavar="A_KERNEL=B_KERNEL",
                    help="compare these kernels' cells (a release or spec of each run), "
                    "repeatable; default: same release, else same spec, else the only kernel "
@@ -513,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="results directories")
     p.add_argument("--out", required=True, metavar="RUN_DIR",
                    help="the merged results directory (new, or empty)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html (`kharness report OUT` writes it later)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("backtrace", help="boot, run a workload in a cgroup, print the "

@@ -16,11 +16,11 @@ A cell's status from A to B:
 
 (a cell that was skipped and now fails counts as a regression: it was not failing before).
 
-A figure (harness/figures.py) moved when |b - a| > floor and |b - a| > threshold% of |a| (any
-change beyond the floor when a is 0). The floor is in the figure's own unit (an OOM kill, an
-event, a second, a byte): with the default 1, an OOM kill count going 0 -> 1 or a duration
-moving by under a second is not reported, while byte figures are judged by the percentage.
-Figures are reported, not gated on: only regressions make the exit status 1.
+A figure (harness/figures.py, with its unit as `kharness report` gives it) moved when
+|b - a| > threshold% of |a| and |b - a| > the floor of its unit (FLOORS: one for counts, so an
+OOM kill count going 0 -> 1 is not reported but 0 -> 2 is; 1M for bytes; 0.5 s; 5 CPU points).
+From 0, any change beyond the floor counts. Figures are reported, not gated on: only
+regressions make the exit status 1.
 
 The model (`Comparison`) comes first; `render_text` and `to_json` are views of it.
 """
@@ -32,10 +32,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .figures import figures
+from .report import figure, format_value
 from .rundir import Record, RunDir, RunDirError
 
 DEFAULT_THRESHOLD = 20.0  # percent
-DEFAULT_FLOOR = 1.0  # absolute, in the figure's unit
+# Per unit (report.figure's): the change a figure must exceed to count, whatever the percentage.
+# Counts move by whole events, so one is the noise floor; TCG timing noise is a few tenths of a
+# second; the 100 ms memory sampler misses a few pages to a few MiB.
+FLOORS: dict[str, float] = {"count": 1.0, "number": 1.0, "bytes": float(1 << 20),
+                            "bytes/s": float(64 << 10), "seconds": 0.5, "percent": 5.0}
 
 FAILING = ("fail", "error")
 
@@ -80,6 +85,7 @@ class FigureChange:
     kernel_a: str
     kernel_b: str
     figure: str
+    unit: str  # bytes, bytes/s, seconds, percent, count, number
     before: float
     after: float
 
@@ -94,7 +100,7 @@ class Comparison:
     run_a: str
     run_b: str
     threshold: float
-    floor: float
+    floors: dict[str, float]
     pairs: list[KernelPair] = field(default_factory=list)
     left_out_a: list[str] = field(default_factory=list)  # kernels not compared (with --pair)
     left_out_b: list[str] = field(default_factory=list)
@@ -190,10 +196,12 @@ def _failure(data: dict) -> str:
 
 
 def compare(run_a: RunDir, run_b: RunDir, threshold: float = DEFAULT_THRESHOLD,
-            floor: float = DEFAULT_FLOOR, pairs: list[tuple[str, str]] | None = None
+            floors: dict[str, float] | None = None, pairs: list[tuple[str, str]] | None = None
             ) -> Comparison:
+    """`floors`: per unit, over FLOORS."""
     kernel_pairs, left_a, left_b = pair_kernels(run_a, run_b, pairs)
-    cmp = Comparison(str(run_a.path), str(run_b.path), threshold, floor, kernel_pairs)
+    cmp = Comparison(str(run_a.path), str(run_b.path), threshold, {**FLOORS, **(floors or {})},
+                     kernel_pairs)
     if pairs:  # the user chose what to compare: the other kernels are left out, not "only in"
         cmp.left_out_a, cmp.left_out_b = left_a, left_b
     to_b = {p.a: p.b for p in kernel_pairs}
@@ -244,9 +252,12 @@ def _classify(cmp: Comparison, ra: Record, rb: Record) -> None:
     fa, fb = figures(a), figures(b)
     for name, va in fa.items():
         vb = fb.get(name)
-        if vb is not None and figure_moved(va, vb, cmp.threshold, cmp.floor):
+        if vb is None:
+            continue
+        unit = figure(name, va).unit
+        if figure_moved(va, vb, cmp.threshold, cmp.floors.get(unit, 0.0)):
             cmp.figures.append(FigureChange(a["scenario"], a["hierarchy"], a["kernel"],
-                                            b["kernel"], name, va, vb))
+                                            b["kernel"], name, unit, va, vb))
 
 
 # --- views -------------------------------------------------------------------------------------
@@ -264,10 +275,6 @@ def to_json(cmp: Comparison) -> dict:
 def write_json(cmp: Comparison, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_json(cmp), indent=2) + "\n")
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:.4g}"
 
 
 def render_text(cmp: Comparison) -> str:
@@ -304,14 +311,17 @@ def render_text(cmp: Comparison) -> str:
             out.extend(f"  {o.scenario} [{o.kernel} {o.hierarchy}]: {o.status}"
                        for o in sorted(only, key=lambda o: (o.scenario, o.kernel, o.hierarchy)))
     if cmp.figures:
-        title = (f"FIGURES MOVED ({len(cmp.figures)}: by more than {_num(cmp.threshold)}% "
-                 f"and {_num(cmp.floor)} in their unit)")
+        floors = ", ".join(f"{format_value(cmp.floors[u], u)} ({u})" for u in
+                           dict.fromkeys(f.unit for f in cmp.figures) if u in cmp.floors)
+        title = (f"FIGURES MOVED ({len(cmp.figures)}: by more than {cmp.threshold:g}% and "
+                 f"more than {floors})")
         out.extend(["", title])
         for f in sorted(cmp.figures, key=lambda f: (f.scenario, f.kernel_a, f.hierarchy)):
             kernel = f.kernel_a if f.kernel_a == f.kernel_b else f"{f.kernel_a} -> {f.kernel_b}"
             pct = "from 0" if f.percent is None else f"{f.percent:+.1f}%"
             out.append(f"  {f.scenario} [{kernel} {f.hierarchy}] {f.figure}: "
-                       f"{_num(f.before)} -> {_num(f.after)} ({pct})")
+                       f"{format_value(f.before, f.unit)} -> {format_value(f.after, f.unit)} "
+                       f"({pct})")
     counts = [f"{k.replace('_', ' ')}: {n}" for k, n in cmp.summary().items()
               if n or k in ("regressions", "unchanged")]
     out.extend(["", f"summary: {', '.join(counts)}; "

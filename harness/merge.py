@@ -8,7 +8,7 @@ different kernels) into one results directory, as if one run had made it:
   and the results' `machine` field follows the rename;
 - run.json: the kernels' union, the scenarios' union, the environment when the inputs agree on
   it, and `shards`: each input with its directory, shard, argv and environment;
-- junit.xml rendered again from the merged results.
+- junit.xml rendered again from the merged results, and report.html (`kharness report`).
 
 Shards of one sharded run are checked for completeness (every I of N there, their scenarios
 adding up to the run's): a gap is a warning, the merge still happens.
@@ -36,6 +36,7 @@ class Merged:
     counts: dict[str, int] = field(default_factory=dict)
     renamed: list[tuple[Path, str, str]] = field(default_factory=list)  # input, old, new
     warnings: list[str] = field(default_factory=list)
+    report: Path | None = None
 
 
 def _check_out(out: Path, runs: list[RunDir]) -> None:
@@ -153,7 +154,17 @@ def _run_info(runs: list[RunDir], names: dict[tuple[int, str], str], argv: list[
     }
 
 
-def merge(inputs: list[Path], out: Path, argv: list[str]) -> Merged:
+def write_report(run_dir: Path) -> Path:
+    """RUN_DIR/report.html, as `kharness report RUN_DIR` writes it."""
+    from . import report
+
+    model = report.build(run_dir)
+    path = report.default_output(run_dir, "html")
+    path.write_text(report.render(model, "html", path.parent))
+    return path
+
+
+def merge(inputs: list[Path], out: Path, argv: list[str], with_report: bool = True) -> Merged:
     """Check everything first (nothing is written when an input is bad), then write `out`."""
     runs = [read_run(p) for p in inputs]
     _check_inputs(runs)
@@ -186,4 +197,11 @@ def merge(inputs: list[Path], out: Path, argv: list[str]) -> Merged:
     merged.results = len(results)
     for r in results:
         merged.counts[r.status] = merged.counts.get(r.status, 0) + 1
+    if with_report:
+        from .report import ReportError
+
+        try:
+            merged.report = write_report(out)
+        except ReportError as exc:  # e.g. shards that recorded nothing: the merge stands
+            merged.warnings.append(f"no report: {exc}")
     return merged

@@ -146,7 +146,8 @@ def test_a_figure_moves_beyond_threshold_and_floor(before, after, threshold, flo
     assert figure_moved(before, after, threshold, floor) is moved
 
 
-def test_figures_that_moved_are_listed_but_do_not_gate(tmp_path, capsys):
+def test_figures_that_moved_are_listed_with_the_floor_of_their_unit_but_do_not_gate(
+        tmp_path, capsys):
     samples_a = {"hog": [[0.1, 16 << 20, 0], [0.2, 32 << 20, 0]]}
     samples_b = {"hog": [[0.1, 16 << 20, 0], [0.2, 48 << 20, 0]]}
     a = write_run(tmp_path / "a", [result("cpu/max-quota", checks=[
@@ -160,20 +161,33 @@ def test_figures_that_moved_are_listed_but_do_not_gate(tmp_path, capsys):
         check("step hog cpu_s in [0.4, 0.8]", "0.7")]),
         result("memory/peak", samples=samples_b)])
     cmp = compare(read_run(a), read_run(b))
-    got = {(f.scenario, f.figure): (f.before, f.after, f.percent) for f in cmp.figures}
-    assert got == {
-        ("cpu/max-quota", "metric nr_throttled of busy"): (30, 45, 50.0),
-        ("memory/peak", "sampled usage peak of hog"): (32 << 20, 48 << 20, 50.0),
+    got = {(f.scenario, f.figure): (f.unit, f.before, f.after, f.percent) for f in cmp.figures}
+    assert got == {  # not oom_kill 0 -> 1 (one count), not cpu_s +0.083 s
+        ("cpu/max-quota", "metric nr_throttled of busy"): ("count", 30, 45, 50.0),
+        ("memory/peak", "sampled usage peak of hog"): ("bytes", 32 << 20, 48 << 20, 50.0),
     }
     assert not cmp.regressed
     assert main(["compare", str(a), str(b), "--threshold", "60"]) == 0
     assert "FIGURES" not in capsys.readouterr().out
-    assert main(["compare", str(a), str(b), "--floor", "0", "--threshold", "10"]) == 0
+    assert main(["compare", str(a), str(b), "--floor", "bytes=32M"]) == 0
+    assert "sampled usage peak" not in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), "--floor", "count=0", "--floor", "seconds=0",
+                 "--threshold", "10"]) == 0
     out = capsys.readouterr().out
-    assert "FIGURES MOVED (4: by more than 10% and 0 in their unit)" in out
+    assert "FIGURES MOVED (4: by more than 10% and more than 0 (count), 0 s (seconds), " \
+        "1M (bytes))" in out
     assert f"cpu/max-quota [{K61} v2] metric oom_kill of hog: 0 -> 1 (from 0)" in out
-    assert "step hog cpu_s: 0.617 -> 0.7 (+13.5%)" in out
-    assert "sampled usage peak of hog: 33554432 -> 50331648 (+50.0%)" in out
+    assert "step hog cpu_s: 0.617 s -> 0.7 s (+13.5%)" in out
+    assert "sampled usage peak of hog: 32M -> 48M (+50.0%)" in out
+
+
+@pytest.mark.parametrize("option", ["bytes", "bytes=lots", "count=-1", "furlongs=3"])
+def test_a_bad_floor_is_a_usage_error_listing_the_units(tmp_path, capsys, option):
+    a = write_run(tmp_path / "a", baseline())
+    assert main(["compare", str(a), str(a), "--floor", option]) == 2
+    err = capsys.readouterr().err
+    assert f"--floor {option!r}: expected UNIT=VALUE >= 0, UNIT one of count, number, bytes, " \
+        "bytes/s, seconds, percent" in err
 
 
 def test_single_kernel_runs_on_different_kernels_match_by_scenario_and_hierarchy(tmp_path,

@@ -49,7 +49,10 @@ def test_shards_merge_into_one_run(tmp_path, capsys):
     out = tmp_path / "merged"
     assert main(["merge", str(s1), str(s2), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert f"merged 2 run(s) into {out}: 4 results (2 pass, 2 skip)" in captured.out
+    assert f"merged 2 run(s) into {out}: 4 results (2 pass, 2 skip); report: " \
+        f"{out}/report.html" in captured.out
+    html = (out / "report.html").read_text()  # `kharness report` of the merged run
+    assert "memory/oom-kill" in html and "pids/max-fork" in html
     assert "m01-6.1.0-57-amd64-v2-boot1 is machines/m01-6.1.0-57-amd64-v2-boot1-shard2" \
         in captured.err
     assert "warning" not in captured.err
@@ -145,6 +148,20 @@ def test_bad_merges_are_usage_errors_naming_the_path(tmp_path, capsys, case):
     assert message in err and len(err.strip().splitlines()) == 1
     with pytest.raises(RunDirError):
         merge(inputs, out, [])
+
+
+def test_no_report_and_a_merge_of_empty_shards(tmp_path, capsys):
+    s1 = shard_run(tmp_path / "s1", "1/2", "memory/oom-kill")
+    s2 = shard_run(tmp_path / "s2", "2/2", "pids/max-fork")
+    assert main(["merge", str(s1), str(s2), "--out", str(tmp_path / "m"), "--no-report"]) == 0
+    assert "; report: " not in capsys.readouterr().out
+    assert not (tmp_path / "m" / "report.html").exists()
+    e1 = write_run(tmp_path / "e1", [], info("1/2", [], []))
+    e2 = write_run(tmp_path / "e2", [], info("2/2", [], []))
+    done = merge([e1, e2], tmp_path / "e", [])
+    assert done.results == 0 and done.report is None
+    assert [w for w in done.warnings if w.startswith("no report: ")]
+    assert (tmp_path / "e" / "junit.xml").exists()
 
 
 def test_a_merge_of_merges_keeps_the_shards_flat(tmp_path):
