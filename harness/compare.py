@@ -2,9 +2,10 @@
 yesterday's CI and today's).
 
 Cells are matched by (scenario, kernel, hierarchy), the kernels of the two runs being paired
-first (`pair_kernels`): the same release; else the same spec (debian:6.1 that resolved to a
-newer ABI); else, when one kernel of each run is left, those two (a run on 6.1 against a run on
-6.12: cells are then matched by (scenario, hierarchy)). `--pair A=B` names the pairs instead.
+first (`pair_kernels`): the same release; else the same spec; else the same series (debian:6.1
+that resolved to a newer ABI); else, when one kernel of each run is left, those two (a run on
+6.1 against a run on 6.12: cells are then matched by (scenario, hierarchy)). `--pair A=B` names
+the pairs instead.
 
 A cell's status from A to B:
 
@@ -28,6 +29,7 @@ The model (`Comparison`) comes first; `render_text` and `to_json` are views of i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,7 +138,7 @@ class Comparison:
 def pair_kernels(run_a: RunDir, run_b: RunDir, explicit: list[tuple[str, str]] | None = None
                  ) -> tuple[list[KernelPair], list[str], list[str]]:
     """Kernel pairs, and the kernels of A and of B left unpaired. `explicit`: (A, B) names, each
-    a release or a spec of that run's kernels."""
+    a release or a spec of that run's kernels, or a prefix naming one (debian:6.1, 6.12)."""
     ka, kb = run_a.kernels(), run_b.kernels()
     spec_a, spec_b = dict(ka), dict(kb)
     if explicit:
@@ -164,17 +166,38 @@ def pair_kernels(run_a: RunDir, run_b: RunDir, explicit: list[tuple[str, str]] |
         same = [b for b in rest_b if spec_b[b] and spec_b[b] == spec_a[a]]
         if len(same) == 1:
             take(a, same[0], f"same spec {spec_a[a]}")
+    for a in list(rest_a):  # debian:6.1.0-57 yesterday, debian:6.1.0-58 today
+        same = [b for b in rest_b if _series(b, spec_b[b]) == _series(a, spec_a[a])]
+        if len(same) == 1:
+            scheme, version = _series(a, spec_a[a])
+            take(a, same[0], f"same series {scheme + ':' if scheme else ''}{version}")
     if len(rest_a) == 1 and len(rest_b) == 1:
         take(rest_a[0], rest_b[0], "the only kernel left in each run")
     return pairs, rest_a, rest_b
+
+
+def _series(release: str, spec: str) -> tuple[str, str]:
+    """(spec scheme, major.minor): ("debian", "6.1") for 6.1.0-57-amd64 from debian:6.1.0-57."""
+    m = re.match(r"\d+\.\d+", release)
+    return spec.partition(":")[0] if ":" in spec else "", m.group(0) if m else release
+
+
+def _names(name: str, text: str) -> bool:
+    """`debian:6.1` names debian:6.1.0-57 (results record the resolved spec), `6.1` names
+    6.1.0-57-amd64; neither names 6.12."""
+    return text == name or (text.startswith(name) and text[len(name)] in ".-+")
 
 
 def _kernel(kernels: list[tuple[str, str]], name: str, run: RunDir) -> str:
     for release, spec in kernels:
         if name in (release, spec):
             return release
+    named = [r for r, s in kernels if _names(name, s) or _names(name, r)]
+    if len(named) == 1:
+        return named[0]
     have = ", ".join(f"{r} ({s})" if s else r for r, s in kernels) or "none"
-    raise RunDirError(f"--pair: {run.path} has no kernel {name!r} (it has: {have})")
+    what = "names several kernels" if named else "names no kernel"
+    raise RunDirError(f"--pair: {name!r} {what} of {run.path} (it has: {have})")
 
 
 def figure_moved(before: float, after: float, threshold: float, floor: float) -> bool:
