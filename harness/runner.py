@@ -78,6 +78,17 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+def scenario_cost(sc: Scenario, hierarchies: list[str]) -> int:
+    """What a scenario's cells are estimated to cost, in tenths of a run step, from the file
+    alone: per hierarchy of the run it applies to, 10 for the scenario, 10 per run step, 10 per
+    second of sleep, 30 for a boot of its own (`fresh_boot`). Integers: the same sums
+    everywhere."""
+    steps = sum(10 for st in sc.steps if isinstance(st, RunStep))
+    steps += sum(round(10 * float(st.sleep)) for st in sc.steps if isinstance(st, SleepStep))
+    boot = 30 if sc.machine.fresh_boot else 0
+    return sum(h in sc.hierarchies for h in dict.fromkeys(hierarchies)) * (10 + steps + boot)
+
+
 def shard_scenarios(scenarios: list[Scenario], hierarchies: list[str],
                     shard: Shard) -> list[Scenario]:
     """The scenarios of `shard`: a scenario goes to one shard with all its cells (every kernel
@@ -85,23 +96,34 @@ def shard_scenarios(scenarios: list[Scenario], hierarchies: list[str],
     matrix exactly.
 
     The rule depends only on the scenario files and the hierarchies, never on input order,
-    kernel releases or timing: scenarios are sorted by (machine spec, name), so that those
-    sharing a boot are neighbours, and the sorted list is cut into N contiguous runs of about
-    equal weight, a scenario's weight being the number of the run's hierarchies it applies to
-    (cells that boot). A scenario goes to the shard its weight's midpoint falls in."""
-    order = sorted(scenarios, key=lambda s: (json.dumps(asdict(s.machine), sort_keys=True),
-                                             s.name))
-    weights = [sum(h in s.hierarchies for h in dict.fromkeys(hierarchies)) for s in order]
-    if not any(weights):  # nothing boots: cut by count
-        weights = [1] * len(order)
-    total = sum(weights)
-    picked, before = [], 0
-    for sc, weight in zip(order, weights):
-        slot = min(shard.count - 1, shard.count * (2 * before + weight) // (2 * total))
-        if slot == shard.index - 1:
-            picked.append(sc)
-        before += weight
-    return picked
+    kernel releases or timing, so every machine computes the same slices. Costs are
+    `scenario_cost`. Scenarios with a boot of their own (`fresh_boot`) share no machine: they
+    are dealt out first, largest first, each to the least loaded shard (the lowest on a tie).
+    The others are sorted by (machine spec, name), so that those sharing a boot are neighbours,
+    and the list is cut into contiguous runs that fill the shards in order up to an equal share
+    of the total (a scenario stays in a shard when its cost's midpoint fits, or the shard is
+    empty): N shards boot at most N-1 more shared machines per kernel x hierarchy than one run.
+    The scenarios come back in the order given."""
+    n = shard.count
+    costs = {sc.name: scenario_cost(sc, hierarchies) for sc in scenarios}
+    if not any(costs.values()):  # nothing boots (v2-only scenarios run on v1): cut by count
+        costs = dict.fromkeys(costs, 1)
+    total = sum(costs.values())
+    load = [0] * n
+    owner: dict[str, int] = {}
+    for sc in sorted((s for s in scenarios if s.machine.fresh_boot),
+                     key=lambda s: (-costs[s.name], s.name)):
+        k = min(range(n), key=lambda i: (load[i], i))
+        owner[sc.name] = k
+        load[k] += costs[sc.name]
+    k = 0
+    for sc in sorted((s for s in scenarios if not s.machine.fresh_boot),
+                     key=lambda s: (json.dumps(asdict(s.machine), sort_keys=True), s.name)):
+        while k < n - 1 and load[k] and n * (2 * load[k] + costs[sc.name]) > 2 * total:
+            k += 1  # full: the next shard (an empty one takes at least one scenario)
+        owner[sc.name] = k
+        load[k] += costs[sc.name]
+    return [sc for sc in scenarios if owner[sc.name] == shard.index - 1]
 
 
 class ScenarioAbort(Exception):

@@ -13,7 +13,7 @@ from harness.cli import main
 from harness.events import EventBus
 from harness.kernels import Kernel
 from harness.results import ResultsWriter
-from harness.runner import Runner, Shard, shard_scenarios
+from harness.runner import Runner, Shard, scenario_cost, shard_scenarios
 from harness.scenario import load_or_raise
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,11 +77,12 @@ def test_the_slice_does_not_depend_on_order_or_kernel_releases(tmp_path):
     random.Random(7).shuffle(shuffled)
     assert [s.name for s in shuffled] != [s.name for s in CATALOGUE]
     for i in (1, 2, 3):
-        names = [s.name for s in shard_scenarios(CATALOGUE, HIERARCHIES, Shard(i, 3))]
-        again = [s.name for s in shard_scenarios(shuffled, HIERARCHIES, Shard(i, 3))]
-        assert names == again
+        part = shard_scenarios(CATALOGUE, HIERARCHIES, Shard(i, 3))
+        again = shard_scenarios(shuffled, HIERARCHIES, Shard(i, 3))
+        assert sorted(s.name for s in part) == sorted(s.name for s in again)
+        assert [s.name for s in again] == [s.name for s in shuffled if s in again]  # as given
         # --hierarchy given in the other order: the same hierarchies, the same slice
-        assert names == [s.name for s in shard_scenarios(CATALOGUE, ["v2", "v1"], Shard(i, 3))]
+        assert part == shard_scenarios(CATALOGUE, ["v2", "v1"], Shard(i, 3))
 
 
 def test_a_scenario_has_all_its_cells_in_one_shard(tmp_path):
@@ -94,16 +95,41 @@ def test_a_scenario_has_all_its_cells_in_one_shard(tmp_path):
             assert owner.setdefault(scenario, i) == i
 
 
-def test_shards_are_balanced_by_the_cells_that_boot():
-    def weight(scenarios) -> int:
-        return sum(len(set(s.hierarchies) & set(HIERARCHIES)) for s in scenarios)
+def test_scenario_costs_come_from_the_file():
+    by = {s.name: s for s in CATALOGUE}
+    assert scenario_cost(by["pids/max-fork"], HIERARCHIES) == 2 * (10 + 10)  # v1 + v2, one run
+    assert scenario_cost(by["pids/max-fork"], ["v2"]) == 20
+    assert scenario_cost(by["memory/high-throttle"], ["v1"]) == 0  # v2 only: a skip, no boot
+    freeze = by["freezer/freeze-stops-cpu"]  # one run step and 3 s of sleep steps
+    assert scenario_cost(freeze, ["v2"]) == 10 + 10 + 30
+    reclaim = by["memory/reclaim"]  # v2 only, a boot of its own, 6 run steps
+    assert reclaim.machine.fresh_boot
+    assert scenario_cost(reclaim, HIERARCHIES) == 10 + 60 + 30
 
-    heaviest = max(weight([s]) for s in CATALOGUE)
-    for count in (2, 3, 4):
+
+def test_shards_are_balanced_by_estimated_cost():
+    def cost(scenarios) -> int:
+        return sum(scenario_cost(s, HIERARCHIES) for s in scenarios)
+
+    heaviest = max(cost([s]) for s in CATALOGUE)
+    for count in (2, 3, 4, 5, 7):
         parts = [shard_scenarios(CATALOGUE, HIERARCHIES, Shard(i, count))
                  for i in range(1, count + 1)]
         for part in parts:
-            assert abs(weight(part) - weight(CATALOGUE) / count) <= heaviest
+            assert abs(cost(part) - cost(CATALOGUE) / count) <= heaviest
+
+
+def test_scenarios_with_a_boot_of_their_own_are_dealt_out_not_cut_together():
+    """memory/min-protection, low-protection and reclaim each boot alone (and are the longest):
+    with three shards each gets one, although they sort next to each other."""
+    fresh = [s for s in CATALOGUE if s.machine.fresh_boot]
+    assert {s.name for s in fresh} >= {"memory/min-protection", "memory/low-protection",
+                                       "memory/reclaim"}
+    owners = {}
+    for i in (1, 2, 3):
+        for s in shard_scenarios(CATALOGUE, HIERARCHIES, Shard(i, 3)):
+            owners[s.name] = i
+    assert len({owners[s.name] for s in fresh}) == min(3, len(fresh))
 
 
 def test_boots_stay_shared_a_machine_is_split_at_most_once_per_cut(tmp_path):
@@ -123,7 +149,7 @@ def test_more_shards_than_scenarios_leaves_some_empty_but_loses_none():
     assert len(few) == 2
     parts = [shard_scenarios(few, HIERARCHIES, Shard(i, 5)) for i in range(1, 6)]
     assert sorted(s.name for p in parts for s in p) == sorted(s.name for s in few)
-    assert sum(1 for p in parts if not p) == 3
+    assert [len(p) for p in parts] == [1, 1, 0, 0, 0]  # an empty shard takes one, in order
 
 
 def test_only_inapplicable_hierarchies_still_cut_every_scenario_into_one_shard():
