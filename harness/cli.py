@@ -342,7 +342,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              f"{', '.join(compare.FLOORS)} (e.g. bytes=4M, count=0)") from None
     try:
         cmp = compare.compare(read_run(args.run_a), read_run(args.run_b), args.threshold,
-                              floors, pairs)
+                              floors, pairs, sampled=args.sampled)
     except RunDirError as exc:
         raise UsageError(str(exc)) from None
     sys.stdout.write(compare.render_text(cmp))
@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor", action="append", metavar="UNIT=VALUE",
                    help="never report a figure of UNIT that moved by VALUE or less, repeatable "
                    "(defaults: count=1 number=1 bytes=1M bytes/s=64K seconds=0.5 percent=5)")
+    p.add_argument("--sampled", action="store_true",
+                   help="also compare the sampled usage/swap peaks (left out by default: "
+                   "sampling noise)")
     p.add_argument("--pair", action="append", metavar="A_KERNEL=B_KERNEL",
                    help="compare these kernels' cells (a release or spec of each run), "
                    "repeatable; default: same release, else same spec, else the only kernel "

@@ -20,8 +20,10 @@ A cell's status from A to B:
 A figure (harness/figures.py, with its unit as `kharness report` gives it) moved when
 |b - a| > threshold% of |a| and |b - a| > the floor of its unit (FLOORS: one for counts, so an
 OOM kill count going 0 -> 1 is not reported but 0 -> 2 is; 1M for bytes; 0.5 s; 5 CPU points).
-From 0, any change beyond the floor counts. Figures are reported, not gated on: only
-regressions make the exit status 1.
+From 0, any change beyond the floor counts. The sampled peaks are left out unless asked for
+(`sampled`): they are where the 100 ms sampler happened to look, and move by tens of percent
+between two runs of the same kernel. Figures are reported, not gated on: only regressions make
+the exit status 1.
 
 The model (`Comparison`) comes first; `render_text` and `to_json` are views of it.
 """
@@ -104,6 +106,7 @@ class Comparison:
     threshold: float
     floors: dict[str, float]
     pairs: list[KernelPair] = field(default_factory=list)
+    sampled: bool = False  # the sampled peaks' figures compared too
     left_out_a: list[str] = field(default_factory=list)  # kernels not compared (with --pair)
     left_out_b: list[str] = field(default_factory=list)
     regressions: list[CellChange] = field(default_factory=list)
@@ -219,12 +222,12 @@ def _failure(data: dict) -> str:
 
 
 def compare(run_a: RunDir, run_b: RunDir, threshold: float = DEFAULT_THRESHOLD,
-            floors: dict[str, float] | None = None, pairs: list[tuple[str, str]] | None = None
-            ) -> Comparison:
+            floors: dict[str, float] | None = None, pairs: list[tuple[str, str]] | None = None,
+            sampled: bool = False) -> Comparison:
     """`floors`: per unit, over FLOORS."""
     kernel_pairs, left_a, left_b = pair_kernels(run_a, run_b, pairs)
     cmp = Comparison(str(run_a.path), str(run_b.path), threshold, {**FLOORS, **(floors or {})},
-                     kernel_pairs)
+                     kernel_pairs, sampled=sampled)
     if pairs:  # the user chose what to compare: the other kernels are left out, not "only in"
         cmp.left_out_a, cmp.left_out_b = left_a, left_b
     to_b = {p.a: p.b for p in kernel_pairs}
@@ -275,7 +278,7 @@ def _classify(cmp: Comparison, ra: Record, rb: Record) -> None:
     fa, fb = figures(a), figures(b)
     for name, va in fa.items():
         vb = fb.get(name)
-        if vb is None:
+        if vb is None or (name.startswith("sampled ") and not cmp.sampled):
             continue
         unit = figure(name, va).unit
         if figure_moved(va, vb, cmp.threshold, cmp.floors.get(unit, 0.0)):
