@@ -34,7 +34,7 @@ def v612_v1() -> str:
     p = kharness("kernel", "build", "--source", "debian:6.12", *V1, "--name", "v612-v1",
                  timeout=BUILD_TIMEOUT)
     assert p.returncode == 0, p.stderr[-4000:]
-    spec, release, vmlinux = p.stdout.split("\t")[:3]
+    spec, release, vmlinux = p.stdout.strip().split("\t")[:3]
     assert spec == "build:v612-v1" and release.startswith("6.12.") and Path(vmlinux).is_file()
     return spec
 
