@@ -638,17 +638,8 @@ def reproducer(source: Source, fragments: Sequence[Fragment], name: str,
     return shlex.join(argv)
 
 
-def missing_build_packages() -> list[str]:
-    missing = []
-    for package, probe in BUILD_PACKAGES.items():
-        present = Path(probe).exists() if probe.startswith("/") else shutil.which(probe)
-        if not present:
-            missing.append(package)
-    return missing
-
-
 def ensure_build_packages(bus: EventBus) -> None:
-    missing = missing_build_packages()
+    missing = hostcmd.missing_host_packages(BUILD_PACKAGES)
     if missing:
         bus.emit("build.apt", f"installing build dependencies: {' '.join(missing)}")
         hostcmd.apt_install(missing)
