@@ -32,6 +32,9 @@ class ScenarioResult:
     # the scenario's byte limits per cgroup ("." its own), version-neutral knob names:
     # {"hog": {"memory.max": 33554432, "memory.swap.max": 0}}; `max` (no limit) is left out
     limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    # boots that failed before this scenario's steps started and were retried (the reason and
+    # the console directory of each): the environment's failures, kept on record
+    retries: list[str] = field(default_factory=list)
     backtraces: list[dict] = field(default_factory=list)  # gdb hits: frames, text (capture.py)
     console_excerpt: str = ""
     failure_kind: str | None = None  # panic, oops, bug, warning, lockup, hang, taint

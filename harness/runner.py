@@ -287,6 +287,7 @@ class Runner:
         pending = list(job.cells)
         boot = 0
         boot_retried = False
+        retries: list[str] = []  # the failed boots, recorded in the next result
         while pending and not self._cancel.is_set():
             boot += 1
             config = self._machine_config(job, boot)
@@ -302,6 +303,8 @@ class Runner:
                         # 6.12's text patching, 1 boot in ~30) gets one more boot; its
                         # console stays in machines/ for the record.
                         boot_retried = True
+                        retries.append(f"boot {boot} failed: {exc.reason} (console: "
+                                       f"machines/{config.workdir.name}/console.log)")
                         self.bus.emit("machine.retry", f"{job.name}: boot {boot} failed "
                                       f"({exc.reason}); booting once more; console in "
                                       f"{config.workdir}", machine=job.name)
@@ -313,11 +316,28 @@ class Runner:
                                                   kind=exc.failure or "boot"))
                     return
                 hierarchy = make_hierarchy(job.hierarchy, vm.ssh)
+                first = True
                 while pending and not self._cancel.is_set():
                     cell = pending.pop(0)
-                    result, reboot = self._run_cell(vm, hierarchy, cell, job.name, boot)
+                    result, reboot, stepped = self._run_cell(vm, hierarchy, cell, job.name,
+                                                             boot)
                     if self._cancel.is_set():
                         return  # interrupted: its machine was pulled away, nothing to record
+                    if (first and not stepped and result.failure_kind in RETRIED_FAILURES
+                            and not boot_retried):
+                        # The kernel died before the first scenario's steps: as for a boot
+                        # failure (6.12's int3 text-patching oops under TCG also strikes
+                        # right after boot), one more boot; the console stays in machines/.
+                        boot_retried = True
+                        pending.insert(0, cell)
+                        retries.append(f"{result.machine}: {result.reason} before any step ran "
+                                       f"(console: machines/{config.workdir.name}/console.log)")
+                        self.bus.emit("machine.retry", f"{job.name}: {result.reason} before any "
+                                      f"step ran; booting once more; console in "
+                                      f"{config.workdir}", machine=job.name)
+                        break
+                    first = False
+                    result.retries, retries = retries, []
                     self._record(result)
                     if reboot or not vm.alive():
                         break
@@ -341,7 +361,8 @@ class Runner:
         )
 
     def _run_cell(self, vm: Machine, h, cell: Cell, job_name: str,
-                  boot: int) -> tuple[ScenarioResult, bool]:
+                  boot: int) -> tuple[ScenarioResult, bool, bool]:
+        """The result, whether the machine must be rebooted, whether any step started."""
         sc = cell.scenario
         result = self._result(cell, PASS)
         result.machine = f"{job_name}-boot{boot}"
@@ -397,9 +418,13 @@ class Runner:
                                                      ConsoleEventKind.OOM_KILL,
                                                      ConsoleEventKind.TAINT)]
         kind = classify(failures)
-        if kind and result.failure_kind is None:
+        if kind and result.failure_kind not in KERNEL_FAILURES:
+            # The kernel's failure explains what the harness saw (a missing disk, a lost SSH
+            # session, a hang): it is the reason, the symptom is kept after it.
+            symptom = f" (then: {result.reason})" if result.status == ERROR else ""
             result.status, result.failure_kind = ERROR, kind
-            result.reason = f"kernel {kind}: {failures[0].payload or failures[0].line.strip()}"
+            result.reason = (f"kernel {kind}: {failures[0].payload or failures[0].line.strip()}"
+                             + symptom)
             result.console_excerpt = vm.console.excerpt(failures[0])
             reboot = reboot or kind in ("panic", "lockup", "hung_task", "rcu_stall")
         if vm.alive() and not kind and result.status != ERROR:
@@ -416,7 +441,7 @@ class Runner:
                 result.reason = result.reason or "the machine died during the scenario"
                 result.console_excerpt = vm.console_tail(60)
         result.duration = time.monotonic() - start
-        return result, reboot
+        return result, reboot, run.stepped
 
 
 # The knobs whose values are byte limits a report draws next to the sampled usage.
@@ -441,6 +466,12 @@ def scenario_limits(sc: Scenario, hierarchy: str, release: str) -> dict[str, dic
                 continue
     return {cgroup: limits for cgroup, limits in out.items() if limits}
 
+
+# Console failure kinds (console.classify): a kernel failure explains a harness-level symptom.
+KERNEL_FAILURES = frozenset({"panic", "oops", "bug", "warning", "lockup", "hung_task",
+                             "rcu_stall"})
+# Those that, before the first scenario's steps, get one more boot (as a boot failure does).
+RETRIED_FAILURES = frozenset({"panic", "oops"})
 
 # /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
@@ -496,6 +527,7 @@ class ScenarioRun:
         self.values = {"rdma": "rxe0"}
         self.gdb: GdbCapture | None = None
         self.arm_at: str | None = None  # the step whose start sets the breakpoints
+        self.stepped = False  # a step started (a failure then belongs to the scenario)
 
     # helpers
     def path(self, cgroup: str | None) -> str:
@@ -637,6 +669,7 @@ class ScenarioRun:
                 self.gdb.close()
 
     def steps(self) -> None:
+        self.stepped = True
         for i, step in enumerate(self.sc.steps):
             if not self.applies(getattr(step, "when", None)):
                 continue

@@ -49,3 +49,78 @@ def test_a_boot_that_panics_is_retried_once_then_its_scenarios_are_errors(tmp_pa
     results = [json.loads(line) for line in (tmp_path / "r/results.jsonl").read_text().splitlines()]
     assert [(r["status"], r["failure_kind"]) for r in results] == [("error", "panic")]
     assert "kernel panic during boot" in results[0]["reason"]
+
+
+class QuietMachine:
+    """A Machine that boots; what runs on it is faked by the test."""
+
+    boots = 0
+
+    def __init__(self, config, bus) -> None:
+        self.config = config
+        self.ssh = None
+
+    def start(self) -> None:
+        type(self).boots += 1
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+def _fake_cells(monkeypatch, tmp_path, outcomes):
+    """Runner._run_cell replaced: each call takes the next (failure_kind, stepped)."""
+    calls = []
+
+    def run_cell(self, vm, h, cell, job_name, boot):
+        kind, stepped = outcomes[len(calls)]
+        calls.append(boot)
+        result = self._result(cell, "error" if kind else "pass",
+                              f"kernel {kind}: Oops: int3" if kind else "", kind=kind)
+        result.machine = f"{job_name}-boot{boot}"
+        return result, bool(kind), stepped
+
+    monkeypatch.setattr(runner_mod, "Machine", QuietMachine)
+    monkeypatch.setattr(runner_mod, "make_hierarchy", lambda hierarchy, ssh: None)
+    monkeypatch.setattr(runner_mod.images, "initrd_for", lambda kernel, bus: tmp_path / "initrd")
+    monkeypatch.setattr(runner_mod.Runner, "_run_cell", run_cell)
+    return calls
+
+
+def _run_oom_kill(tmp_path):
+    kernel = Kernel(spec="debian:6.12", release="6.12.117+deb12-amd64",
+                    vmlinux=tmp_path / "vmlinux", config=None, modules_dir=None)
+    scenarios = load_or_raise([ROOT / "scenarios/memory/oom-kill.yaml"])
+    bus = EventBus()
+    seen: list[str] = []
+    bus.subscribe(lambda ev: seen.append(ev.kind))
+    runner_mod.Runner(scenarios, [kernel], ["v2"], ResultsWriter(tmp_path / "r"), bus,
+                      jobs=1).run()
+    results = [json.loads(line) for line in (tmp_path / "r/results.jsonl").read_text().splitlines()]
+    return results, seen
+
+
+def test_a_kernel_that_dies_before_the_first_step_gets_one_more_boot(tmp_path, monkeypatch):
+    calls = _fake_cells(monkeypatch, tmp_path, [("panic", False), (None, True)])
+    results, seen = _run_oom_kill(tmp_path)
+    assert calls == [1, 2] and seen.count("machine.retry") == 1
+    (r,) = results
+    assert r["status"] == "pass" and r["machine"].endswith("-boot2")
+    assert len(r["retries"]) == 1 and "Oops: int3 before any step ran" in r["retries"][0]
+
+
+def test_a_kernel_that_dies_during_the_steps_is_the_scenarios_error(tmp_path, monkeypatch):
+    calls = _fake_cells(monkeypatch, tmp_path, [("oops", True)])
+    results, seen = _run_oom_kill(tmp_path)
+    assert calls == [1] and "machine.retry" not in seen
+    assert [(r["status"], r["failure_kind"]) for r in results] == [("error", "oops")]
+
+
+def test_only_one_retry(tmp_path, monkeypatch):
+    calls = _fake_cells(monkeypatch, tmp_path, [("panic", False), ("panic", False)])
+    results, seen = _run_oom_kill(tmp_path)
+    assert calls == [1, 2] and seen.count("machine.retry") == 1
+    assert [(r["status"], r["failure_kind"]) for r in results] == [("error", "panic")]
+    assert len(results[0]["retries"]) == 1
