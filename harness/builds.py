@@ -688,6 +688,10 @@ def build(source_text: str, fragment_paths: Sequence[Path | str], bus: EventBus,
     return result
 
 
+OBJ_META = "kharness-obj.json"  # which source an object directory builds
+OBJ_LOCK = ".kharness.lock"  # held while a build uses the object directory
+
+
 def _objdir(source: Source, fragments: Sequence[Fragment]) -> Path:
     """The object directory: per key for Debian sources (deleted after a good build), per tree
     and fragments for path: sources (kept: an edited tree rebuilds incrementally)."""
@@ -704,6 +708,18 @@ def _build(source: Source, fragments: Sequence[Fragment], merged: dict[str, Aske
     obj = _objdir(source, fragments)
     fresh = not obj.exists()
     obj.mkdir(parents=True, exist_ok=True)
+    (obj / OBJ_META).write_text(json.dumps({"source": source.spec, "tree": str(source.tree),
+                                            "name": name}) + "\n")
+    with _locked(obj / OBJ_LOCK):  # `prune` leaves a directory alone while it is locked
+        return _build_in(obj, fresh, source, fragments, merged, notes, name, key, entry, bus,
+                         allow_dropped=allow_dropped, jobs=jobs, keep_objects=keep_objects,
+                         toolchain=toolchain, check_only=check_only)
+
+
+def _build_in(obj: Path, fresh: bool, source: Source, fragments: Sequence[Fragment],
+              merged: dict[str, Asked], notes: list[str], name: str, key: str, entry: Path,
+              bus: EventBus, *, allow_dropped: bool, jobs: int, keep_objects: bool,
+              toolchain: str, check_only: bool) -> BuildResult:
     log_path = obj / "build.log"
     timings: dict[str, float] = {}
     make = ["make", "-C", str(source.tree), f"O={obj}", "ARCH=x86_64", *make_flags(source, obj)]
@@ -908,3 +924,83 @@ def _remember_steps(source: Source, fragments: Sequence[Fragment], steps: int) -
         known = {}
     known[_steps_key(source, fragments)] = steps
     path.write_text(json.dumps(known, indent=1) + "\n")
+
+
+# --- pruning the cache ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pruned:
+    path: Path
+    bytes: int
+    why: str
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _busy(obj: Path) -> bool:
+    """A build holds the directory's lock, or wrote its log in the last 10 minutes (a build
+    started by an older kharness, without the lock)."""
+    with contextlib.suppress(OSError):
+        if time.time() - (obj / "build.log").stat().st_mtime < 600:
+            return True
+    lock = obj / OBJ_LOCK
+    if not lock.exists():
+        return False
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def prune(*, objects: bool = False, sources: bool = False, dry_run: bool = False) -> list[Pruned]:
+    """What the build cache holds that nothing uses: build entries no name points at (an
+    older build of a name whose fragments changed), names whose entry is gone, object
+    directories of Debian-source builds (left by an interrupted build); with `objects` also
+    path: trees' object directories (kept for incremental rebuilds), with `sources` the
+    unpacked Debian sources (unpacked again, ~10 s, when needed). Directories a running build
+    holds are left alone."""
+    root = builds_root()
+    out: list[Pruned] = []
+    named: set[str] = set()
+    for link in (root / "names").glob("*.json"):
+        key = json.loads(link.read_text()).get("key", "")
+        if (root / key / "build.json").is_file():
+            named.add(key)
+        else:
+            out.append(Pruned(link, 0, f"build:{link.stem} names a build that is gone"))
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and (entry / "build.json").is_file() and entry.name not in named:
+            meta = json.loads((entry / "build.json").read_text())
+            out.append(Pruned(entry, _size(entry), f"no name points at it (was build:"
+                              f"{meta.get('name', '?')}, {meta.get('source', '?')})"))
+        elif entry.is_dir() and entry.name.startswith(".") and not _busy(entry):
+            out.append(Pruned(entry, _size(entry), "an unfinished build's staging directory"))
+    for obj in sorted((root / "obj").glob("*")) if (root / "obj").is_dir() else []:
+        if _busy(obj):
+            continue
+        try:
+            meta = json.loads((obj / OBJ_META).read_text())
+        except (OSError, ValueError):
+            meta = {}
+        source = meta.get("source", "")
+        if source.startswith("path:") and not objects:
+            continue
+        why = ("object directory of " + (source or "an unknown source")
+               + (" (kept for incremental rebuilds)" if source.startswith("path:")
+                  else " (an interrupted build)"))
+        out.append(Pruned(obj, _size(obj), why))
+    if sources:
+        for top in sorted(sources_root().glob("linux-source-*")):
+            out.append(Pruned(top, _size(top), "unpacked Debian source"))
+    if not dry_run:
+        for p in out:
+            if p.path.is_dir():
+                shutil.rmtree(p.path, ignore_errors=True)
+            else:
+                p.path.unlink(missing_ok=True)
+    return out

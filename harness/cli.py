@@ -87,6 +87,19 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel_prune(args: argparse.Namespace) -> int:
+    from . import builds
+
+    pruned = builds.prune(objects=args.objects, sources=args.sources, dry_run=args.dry_run)
+    for p in pruned:
+        print(f"{'would remove' if args.dry_run else 'removed'}\t{p.bytes / 2**20:.0f}M\t"
+              f"{p.path}\t{p.why}")
+    total = sum(p.bytes for p in pruned)
+    print(f"{'would free' if args.dry_run else 'freed'} {total / 2**20:.0f} MiB "
+          f"({len(pruned)} item(s))", file=sys.stderr)
+    return 0
+
+
 def cmd_kernel_list(args: argparse.Namespace) -> int:
     cached = kernels.cached_kernels()
     if not cached:
@@ -471,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "keep theirs for incremental rebuilds)")
     kp.add_argument("-q", "--quiet", action="store_true")
     kp.set_defaults(func=cmd_kernel_build)
+    kp = ksub.add_parser(
+        "prune", help="remove what the build cache keeps that nothing uses",
+        description="Build entries no name points at, object directories of interrupted "
+        "Debian-source builds; --objects also path: trees' object directories, --sources the "
+        "unpacked Debian sources. A running build's directories are left alone.")
+    kp.add_argument("--objects", action="store_true",
+                    help="also the object directories of path: trees (incremental rebuilds)")
+    kp.add_argument("--sources", action="store_true", help="also the unpacked Debian sources")
+    kp.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    kp.set_defaults(func=cmd_kernel_prune)
     kp = ksub.add_parser("list", help="cached kernels with the config flags that matter")
     kp.set_defaults(func=cmd_kernel_list)
 

@@ -232,3 +232,48 @@ def test_dwarf_file_names_are_made_relative_to_the_tree_and_the_object_dir(tmp_p
     flags = builds.make_flags(src, Path("/c/obj/1"))
     assert flags == ["KCFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/=",
                      "KAFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/="]
+
+
+def test_prune_removes_what_nothing_uses_and_leaves_busy_and_named_builds(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import time as _time
+
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
+    root = builds.builds_root()
+
+    def entry(key: str, name: str) -> None:
+        (root / key).mkdir()
+        (root / key / "build.json").write_text(json.dumps({"name": name, "source": "debian:6.12",
+                                                           "release": "6.12.117-kharness"}))
+        (root / key / "vmlinux").write_bytes(b"x" * 100)
+
+    entry("aaaa", "v1")
+    entry("bbbb", "v1")  # the older build of v1: v1 now names aaaa
+    builds._point("v1", "aaaa", EventBus())
+    (root / "names" / "gone.json").write_text(json.dumps({"key": "cccc"}))
+    old = _time.time() - 3600
+
+    def obj(name: str, source: str) -> Path:
+        d = root / "obj" / name
+        d.mkdir(parents=True)
+        (d / builds.OBJ_META).write_text(json.dumps({"source": source}))
+        (d / "build.log").write_text("")
+        os.utime(d / "build.log", (old, old))
+        return d
+
+    obj("deb", "debian:6.12")
+    obj("mine", "path:/src/linux")
+    busy = obj("busy", "debian:6.1")
+    recent = obj("recent", "debian:6.1")
+    os.utime(recent / "build.log")  # written just now: a build without the lock
+    with (busy / builds.OBJ_LOCK).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        listed = builds.prune(dry_run=True)
+        assert {p.path.name for p in listed} == {"bbbb", "gone.json", "deb"}
+        assert (root / "bbbb").exists()  # dry run
+        assert {p.path.name for p in builds.prune(objects=True)} == {"bbbb", "gone.json", "deb",
+                                                                     "mine"}
+    assert (root / "aaaa").exists() and not (root / "bbbb").exists()
+    assert busy.exists() and recent.exists()
+    assert kernels.resolve("build:v1", EventBus()).release == "6.12.117-kharness"
