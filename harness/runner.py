@@ -288,6 +288,11 @@ class Runner:
         boot = 0
         boot_retried = False
         retries: list[str] = []  # the failed boots, recorded in the next result
+
+        def retry(what: str) -> None:
+            retries.append(f"{what} (console: machines/{config.workdir.name}/console.log)")
+            self.bus.emit("machine.retry", f"{job.name}: {what}; booting once more; console "
+                          f"in {config.workdir}", machine=job.name)
         while pending and not self._cancel.is_set():
             boot += 1
             config = self._machine_config(job, boot)
@@ -303,11 +308,7 @@ class Runner:
                         # 6.12's text patching, 1 boot in ~30) gets one more boot; its
                         # console stays in machines/ for the record.
                         boot_retried = True
-                        retries.append(f"boot {boot} failed: {exc.reason} (console: "
-                                       f"machines/{config.workdir.name}/console.log)")
-                        self.bus.emit("machine.retry", f"{job.name}: boot {boot} failed "
-                                      f"({exc.reason}); booting once more; console in "
-                                      f"{config.workdir}", machine=job.name)
+                        retry(f"boot {boot} failed: {exc.reason}")
                         continue
                     # Every scenario this boot would have run is an error, with the console.
                     for cell in pending:
@@ -330,11 +331,7 @@ class Runner:
                         # right after boot), one more boot; the console stays in machines/.
                         boot_retried = True
                         pending.insert(0, cell)
-                        retries.append(f"{result.machine}: {result.reason} before any step ran "
-                                       f"(console: machines/{config.workdir.name}/console.log)")
-                        self.bus.emit("machine.retry", f"{job.name}: {result.reason} before any "
-                                      f"step ran; booting once more; console in "
-                                      f"{config.workdir}", machine=job.name)
+                        retry(f"{result.machine}: {result.reason} before any step ran")
                         break
                     first = False
                     result.retries, retries = retries, []
