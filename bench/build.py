@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import builds
+from harness import builds, kernels
 from harness.events import EventBus, TerminalPrinter
 from harness.paths import cache_dir
 
@@ -56,7 +56,7 @@ def main() -> int:
         cached = time.monotonic() - start
         meta = json.loads((builds.builds_root() / first.key / "build.json").read_text())
         entry = builds.builds_root() / first.key
-        size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        size = kernels.disk_usage(entry)
     finally:
         os.environ["KHARNESS_CACHE"] = str(real)
         shutil.rmtree(scratch, ignore_errors=True)

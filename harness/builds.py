@@ -45,7 +45,7 @@ from pathlib import Path
 
 from . import hostcmd
 from .events import EventBus
-from .kernels import DEBUG_VMLINUX, Kernel, KernelSpecError, has_debug_info, read_config
+from .kernels import DEBUG_VMLINUX, Kernel, KernelSpecError, disk_usage, has_debug_info, read_config
 from .paths import REPO_ROOT, cache_dir
 
 BUILD_FORMAT = 1  # bump when the stored layout or the build steps change
@@ -293,7 +293,7 @@ def unmet(expr: str, values: dict[str, str]) -> list[str]:
     of its symbols otherwise."""
     if satisfied(expr, values) is True:
         return []
-    names = [n for n in dict.fromkeys(re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr))]
+    names = list(dict.fromkeys(re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr)))
     shown = [f"{n} ({_show(values.get(f'CONFIG_{n}', 'n'))})" for n in names]
     if re.fullmatch(r"[A-Z][A-Z0-9_]*", expr.strip()):
         return shown
@@ -935,10 +935,6 @@ class Pruned:
     why: str
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
 def _busy(obj: Path) -> bool:
     """A build holds the directory's lock, or wrote its log in the last 10 minutes (a build
     started by an older kharness, without the lock)."""
@@ -976,10 +972,11 @@ def prune(*, objects: bool = False, sources: bool = False, dry_run: bool = False
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and (entry / "build.json").is_file() and entry.name not in named:
             meta = json.loads((entry / "build.json").read_text())
-            out.append(Pruned(entry, _size(entry), f"no name points at it (was build:"
+            out.append(Pruned(entry, disk_usage(entry), f"no name points at it (was build:"
                               f"{meta.get('name', '?')}, {meta.get('source', '?')})"))
         elif entry.is_dir() and entry.name.startswith(".") and not _busy(entry):
-            out.append(Pruned(entry, _size(entry), "an unfinished build's staging directory"))
+            out.append(Pruned(entry, disk_usage(entry),
+                              "an unfinished build's staging directory"))
     for obj in sorted((root / "obj").glob("*")) if (root / "obj").is_dir() else []:
         if _busy(obj):
             continue
@@ -993,10 +990,10 @@ def prune(*, objects: bool = False, sources: bool = False, dry_run: bool = False
         why = ("object directory of " + (source or "an unknown source")
                + (" (kept for incremental rebuilds)" if source.startswith("path:")
                   else " (an interrupted build)"))
-        out.append(Pruned(obj, _size(obj), why))
+        out.append(Pruned(obj, disk_usage(obj), why))
     if sources:
         for top in sorted(sources_root().glob("linux-source-*")):
-            out.append(Pruned(top, _size(top), "unpacked Debian source"))
+            out.append(Pruned(top, disk_usage(top), "unpacked Debian source"))
     if not dry_run:
         for p in out:
             if p.path.is_dir():

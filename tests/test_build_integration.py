@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_run_integration import REPO, kharness, lines
+from test_run_integration import kharness, lines
 
 from harness.channels.gdb import gdb_pids
 
@@ -134,8 +134,8 @@ def test_gdb_capture_and_the_kernels_gdb_scripts_on_the_debug_build(v612_debug, 
     assert bt["comm"] == "memhog"
     assert re.match(r'^"memhog"', bt["values"]["$lx_current().comm"]), bt["values"]
     dmesg = bt["outputs"]["lx-dmesg"]
-    assert "Linux version 6.12." in dmesg or "[" in dmesg, dmesg[:500]
-    assert re.search(r"^\[\s*\d+\.\d+\] ", dmesg, re.MULTILINE), dmesg[:500]
+    # the kernel's log as lx-dmesg reads it from the ring buffer: timestamped lines, the boot's
+    assert len(re.findall(r"^\[\s*\d+\.\d+\] ", dmesg, re.MULTILINE)) >= 50, dmesg[:500]
     assert "(gdb) lx-dmesg" in p.stdout
     assert not (gdb_pids() - before), "gdb left running"
 
@@ -146,4 +146,3 @@ def test_build_specs_work_for_exec(v612_v1):
     assert p.returncode == 0, p.stderr
     release, limit = p.stdout.split()
     assert release.endswith("-kharness") and int(limit) > 0
-    assert REPO.is_dir()
