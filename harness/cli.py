@@ -149,6 +149,8 @@ def _report_boot(vm: Machine, bus: EventBus) -> None:
     for problem in vm.info.problems:
         bus.emit("machine.warning", f"guest setup problem on {vm.config.kernel.release}: "
                  f"{problem}")
+    for retry in vm.info.retries:
+        bus.emit("machine.warning", f"{vm.config.kernel.release} was booted again: {retry}")
     failure = vm.console.failures
     if failure:
         bus.emit("machine.warning", f"kernel reported {len(failure)} problem(s): "

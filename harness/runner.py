@@ -26,7 +26,7 @@ from .checks import Check, evaluate, skip
 from .console import ConsoleEventKind, classify
 from .events import EventBus
 from .kernels import Kernel
-from .machine import BootError, Machine, MachineConfig
+from .machine import RETRIED_FAILURES, BootError, Machine, MachineConfig
 from .results import ERROR, FAIL, PASS, SKIP, ResultsWriter, ScenarioResult
 from .scenario import (
     KillStep,
@@ -272,7 +272,7 @@ class Runner:
                       f"[{done}/{self.total}] {result.status.upper():5} {result.key}{extra}",
                       result=result.key, status=result.status)
 
-    def _machine_config(self, job: MachineJob, boot: int) -> MachineConfig:
+    def _machine_config(self, job: MachineJob, boot: int, retries: int) -> MachineConfig:
         spec = job.spec
         initrd = images.initrd_for(job.kernel, self.bus)
         workdir = self.writer.dir / "machines" / f"{job.name}-boot{boot}"
@@ -280,22 +280,25 @@ class Runner:
             kernel=job.kernel, initrd=initrd, memory=spec.memory, cpus=spec.cpus,
             hierarchy=job.hierarchy, swap=spec.swap, rdma=spec.rdma, disk=spec.disk,
             accel=self.accel, boot_timeout=self.boot_timeout, workdir=workdir,
-            gdb=bool(getattr(spec, "gdb", False)),
+            gdb=bool(getattr(spec, "gdb", False)), boot_retries=retries,
         )
 
     def _run_job(self, job: MachineJob) -> None:
         pending = list(job.cells)
         boot = 0
+        # One more boot per job when the kernel dies before the first scenario's first step:
+        # while booting (the Machine boots again itself, its console kept as
+        # console.boot1.log) or right after (below). Under TCG, Debian's 6.12 dies in its
+        # text patching ~1 boot in 30; a kernel that dies every time still fails.
         boot_retried = False
         retries: list[str] = []  # the failed boots, recorded in the next result
 
-        def retry(what: str) -> None:
-            retries.append(f"{what} (console: machines/{config.workdir.name}/console.log)")
-            self.bus.emit("machine.retry", f"{job.name}: {what}; booting once more; console "
-                          f"in {config.workdir}", machine=job.name)
+        def relative(path: str) -> str:
+            return path.replace(f"{self.writer.dir}/", "")
+
         while pending and not self._cancel.is_set():
             boot += 1
-            config = self._machine_config(job, boot)
+            config = self._machine_config(job, boot, 0 if boot_retried else 1)
             vm = Machine(config, self.bus)
             with self._lock:
                 self._machines.add(vm)
@@ -303,19 +306,17 @@ class Runner:
                 try:
                     vm.start()
                 except BootError as exc:
-                    if exc.failure and not boot_retried and not self._cancel.is_set():
-                        # A kernel that dies while booting under TCG (seen: an int3 oops in
-                        # 6.12's text patching, 1 boot in ~30) gets one more boot; its
-                        # console stays in machines/ for the record.
-                        boot_retried = True
-                        retry(f"boot {boot} failed: {exc.reason}")
-                        continue
                     # Every scenario this boot would have run is an error, with the console.
+                    again = "".join(f"; earlier {relative(r)}" for r in exc.retries)
                     for cell in pending:
-                        self._record(self._result(cell, ERROR, f"boot failed: {exc.reason}",
+                        self._record(self._result(cell, ERROR,
+                                                  f"boot failed: {exc.reason}{again}",
                                                   excerpt=exc.console_tail,
                                                   kind=exc.failure or "boot"))
                     return
+                if vm.info.retries:
+                    boot_retried = True
+                    retries += [relative(r) for r in vm.info.retries]
                 hierarchy = make_hierarchy(job.hierarchy, vm.ssh)
                 first = True
                 while pending and not self._cancel.is_set():
@@ -331,7 +332,11 @@ class Runner:
                         # right after boot), one more boot; the console stays in machines/.
                         boot_retried = True
                         pending.insert(0, cell)
-                        retry(f"{result.machine}: {result.reason} before any step ran")
+                        what = f"{result.machine}: {result.reason} before any step ran"
+                        retries.append(f"{what} (console: machines/{config.workdir.name}"
+                                       "/console.log)")
+                        self.bus.emit("machine.retry", f"{job.name}: {what}; booting once "
+                                      f"more; console in {config.workdir}", machine=job.name)
                         break
                     first = False
                     result.retries, retries = retries, []
@@ -467,8 +472,6 @@ def scenario_limits(sc: Scenario, hierarchy: str, release: str) -> dict[str, dic
 # Console failure kinds (console.classify): a kernel failure explains a harness-level symptom.
 KERNEL_FAILURES = frozenset({"panic", "oops", "bug", "warning", "lockup", "hung_task",
                              "rcu_stall"})
-# Those that, before the first scenario's steps, get one more boot (as a boot failure does).
-RETRIED_FAILURES = frozenset({"panic", "oops"})
 
 # /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"

@@ -8,7 +8,7 @@ import pytest
 
 from harness.events import EventBus
 from harness.kernels import Kernel
-from harness.machine import Machine, MachineConfig, memory_mib
+from harness.machine import BootError, Machine, MachineConfig, memory_mib
 
 
 def _machine(tmp_path: Path, config_text: str = "", **kw) -> Machine:
@@ -70,3 +70,70 @@ def test_v1_failures_are_explained_with_the_config(tmp_path):
     assert vm.info.controllers["cpu"].available
     assert vm.info.swap == "zram0 268435456"
     assert vm.info.problems == []
+
+
+# --- a kernel that dies while booting: a fake QEMU plays the console -------------------------
+
+PANIC_CONSOLE = """\
+[    1.553702] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[    1.554060] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.117+deb12-amd64 #1
+[    1.554348] RIP: 0010:sched_clock_cpu+0x9/0x190
+[    1.556443] Modules linked in:
+[    1.556789] ---[ end trace 0000000000000000 ]---
+[    1.557063] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+def _fake_qemu(tmp_path: Path, console: str) -> Path:
+    """A `qemu` that prints `console` (numbering its runs in runs.txt) and then hangs as a
+    panicked guest does (panic=-1 with -no-reboot would exit; hanging is the harder case)."""
+    (tmp_path / "console.txt").write_text(console)
+    script = tmp_path / "fake-qemu"
+    script.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs.txt\n"
+                      f"cat {tmp_path}/console.txt\nexec sleep 60\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_kernel_that_dies_while_booting_is_booted_once_more(tmp_path):
+    qemu = _fake_qemu(tmp_path, PANIC_CONSOLE)
+    vm = _machine(tmp_path, qemu=str(qemu), boot_timeout=20)
+    seen = []
+    vm.bus.subscribe(lambda ev: seen.append(ev.kind))
+    with pytest.raises(BootError) as info:
+        vm.start()
+    vm.stop()
+    exc = info.value
+    assert exc.failure == "panic"
+    assert (tmp_path / "runs.txt").read_text().count("run") == 2
+    assert seen.count("machine.retry") == 1 and seen.count("machine.boot") == 2
+    # The first boot's console is kept beside the second's, and named in the record.
+    kept = tmp_path / "run/console.boot1.log"
+    assert "sched_clock_cpu" in kept.read_text()
+    assert "sched_clock_cpu" in (tmp_path / "run/console.log").read_text()
+    (record,) = exc.retries
+    assert record.startswith("boot 1: kernel panic during boot: Oops: int3: 0000 [#1]")
+    assert "at sched_clock_cpu+0x9/0x190" in record and str(kept) in record
+    assert not vm.alive()
+
+
+def test_boot_retries_zero_boots_once(tmp_path):
+    vm = _machine(tmp_path, qemu=str(_fake_qemu(tmp_path, PANIC_CONSOLE)), boot_retries=0)
+    with pytest.raises(BootError) as info:
+        vm.start()
+    vm.stop()
+    assert (tmp_path / "runs.txt").read_text().count("run") == 1 and info.value.retries == []
+
+
+def test_a_boot_that_fails_without_a_kernel_report_is_not_retried(tmp_path):
+    """QEMU exiting (a bad argument, a missing file) says nothing a second boot would change."""
+    script = tmp_path / "fake-qemu"
+    script.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs.txt\n"
+                      "echo 'qemu: could not load kernel' >&2\nexit 1\n")
+    script.chmod(0o755)
+    vm = _machine(tmp_path, qemu=str(script))
+    with pytest.raises(BootError) as info:
+        vm.start()
+    vm.stop()
+    assert info.value.failure is None and "QEMU exited" in info.value.reason
+    assert (tmp_path / "runs.txt").read_text().count("run") == 1

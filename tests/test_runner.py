@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from harness import runner as runner_mod
 from harness.events import EventBus
 from harness.kernels import Kernel
-from harness.machine import BootError
+from harness.machine import BootError, BootInfo
 from harness.results import ResultsWriter
 from harness.scenario import load_or_raise
 
@@ -17,23 +18,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class PanickingMachine:
-    """A Machine whose kernel always dies while booting."""
+    """A Machine whose kernel always dies while booting (its own boot retries included: the
+    Machine boots again itself, tests/test_machine.py)."""
 
-    boots = 0
+    configs: ClassVar[list] = []
 
     def __init__(self, config, bus) -> None:
         self.config = config
+        type(self).configs.append(config)
 
     def start(self) -> None:
-        type(self).boots += 1
-        raise BootError("kernel panic during boot", ["qemu-system-x86_64"], None,
+        exc = BootError("kernel panic during boot", ["qemu-system-x86_64"], None,
                         "Kernel panic - not syncing: Fatal exception", failure="panic")
+        exc.retries = [(f"boot 1: kernel panic during boot: Oops: int3 at sched_clock_cpu+0x9 "
+                        f"(console: {self.config.workdir}/console.boot1.log)")]
+        raise exc
 
     def stop(self) -> None:
         pass
 
 
-def test_a_boot_that_panics_is_retried_once_then_its_scenarios_are_errors(tmp_path, monkeypatch):
+def test_a_boot_that_panics_again_makes_its_scenarios_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_mod, "Machine", PanickingMachine)
     monkeypatch.setattr(runner_mod.images, "initrd_for", lambda kernel, bus: tmp_path / "initrd")
     kernel = Kernel(spec="debian:6.1", release="6.1.0-57-amd64", vmlinux=tmp_path / "vmlinux",
@@ -44,24 +49,29 @@ def test_a_boot_that_panics_is_retried_once_then_its_scenarios_are_errors(tmp_pa
     bus.subscribe(lambda ev: seen.append(ev.kind))
     writer = ResultsWriter(tmp_path / "r")
     runner_mod.Runner(scenarios, [kernel], ["v2"], writer, bus, jobs=1).run()
-    assert PanickingMachine.boots == 2
-    assert seen.count("machine.retry") == 1
+    # One Machine, allowed one more boot; the runner does not boot again on top of it.
+    assert [c.boot_retries for c in PanickingMachine.configs] == [1]
     results = [json.loads(line) for line in (tmp_path / "r/results.jsonl").read_text().splitlines()]
     assert [(r["status"], r["failure_kind"]) for r in results] == [("error", "panic")]
-    assert "kernel panic during boot" in results[0]["reason"]
+    reason = results[0]["reason"]
+    assert reason.startswith("boot failed: kernel panic during boot; earlier boot 1: ")
+    assert "(console: machines/" in reason and "/console.boot1.log)" in reason
 
 
 class QuietMachine:
     """A Machine that boots; what runs on it is faked by the test."""
 
-    boots = 0
+    configs: ClassVar[list] = []
+    boot_retries: ClassVar[list[str]] = []  # what its own boot retries were, for every boot
 
     def __init__(self, config, bus) -> None:
         self.config = config
         self.ssh = None
+        self.info = BootInfo(retries=list(self.boot_retries))
+        type(self).configs.append(config)
 
     def start(self) -> None:
-        type(self).boots += 1
+        pass
 
     def alive(self) -> bool:
         return True
@@ -124,3 +134,27 @@ def test_only_one_retry(tmp_path, monkeypatch):
     assert calls == [1, 2] and seen.count("machine.retry") == 1
     assert [(r["status"], r["failure_kind"]) for r in results] == [("error", "panic")]
     assert len(results[0]["retries"]) == 1
+
+
+def test_a_boot_the_machine_retried_counts_as_the_jobs_one_retry(tmp_path, monkeypatch):
+    """The Machine booted twice (the first boot died): that was the job's retry, recorded in
+    the first result; a kernel that then dies before the first step is not booted again."""
+    monkeypatch.setattr(QuietMachine, "configs", [])
+    monkeypatch.setattr(QuietMachine, "boot_retries", [
+        ("boot 1: kernel panic during boot: Oops: int3 (console: "
+         f"{tmp_path}/r/machines/x-boot1/console.boot1.log)")])
+    calls = _fake_cells(monkeypatch, tmp_path, [("panic", False)])
+    results, _ = _run_oom_kill(tmp_path)
+    assert calls == [1] and [c.boot_retries for c in QuietMachine.configs] == [1]
+    (r,) = results
+    assert r["status"] == "error" and r["retries"] == [
+        ("boot 1: kernel panic during boot: Oops: int3 (console: machines/x-boot1/"
+         "console.boot1.log)")]
+
+
+def test_after_a_retry_the_next_machine_boots_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(QuietMachine, "configs", [])
+    monkeypatch.setattr(QuietMachine, "boot_retries", [])
+    _fake_cells(monkeypatch, tmp_path, [("panic", False), (None, True)])
+    _run_oom_kill(tmp_path)
+    assert [c.boot_retries for c in QuietMachine.configs] == [1, 0]
