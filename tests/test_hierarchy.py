@@ -347,6 +347,49 @@ def test_read_metric_without_counterpart_or_controller_sends_nothing():
     assert ch.commands == [] and ch612.commands == []
 
 
+def _memsw_readings(h, monkeypatch, pairs):
+    """h._read answers each reading of (memsw.usage, usage) from `pairs`, in order."""
+    reads = []
+
+    def read(path, files):
+        memsw, usage = pairs[min(len(reads), len(pairs) - 1)]
+        reads.append(files)
+        return {"memory.memsw.usage_in_bytes": ("ok", f"{memsw}\n"),
+                "memory.usage_in_bytes": ("ok", f"{usage}\n")}
+
+    monkeypatch.setattr(h, "_read", read)
+    return reads
+
+
+def test_v1_swap_is_read_until_memsw_and_usage_agree(monkeypatch):
+    """6.1 right after an OOM kill: a page uncharged between the two reads showed as 4 KiB of
+    swap (memory.stat swap 0). A second reading that agrees with the first is the value."""
+    h, _ = v1()
+    reads = _memsw_readings(h, monkeypatch, [(20480, 16384), (16384, 16384), (16384, 16384)])
+    assert h.read_metric("kh/a", "swap") == Reading(0)
+    assert len(reads) == 3
+
+
+def test_v1_swap_that_does_not_settle_is_the_last_reading(monkeypatch):
+    h, _ = v1()
+    pairs = [(32 * M + i * 4096, 32 * M) for i in range(10)]  # a workload still running
+    reads = _memsw_readings(h, monkeypatch, pairs)
+    assert h.read_metric("kh/a", "swap") == Reading(hmod.SETTLE_READS * 4096)
+    assert len(reads) == 1 + hmod.SETTLE_READS
+
+
+def test_single_file_metrics_are_read_once(monkeypatch):
+    h, _ = v1()
+    reads = []
+
+    def read(path, files):
+        reads.append(files)
+        return {"memory.max_usage_in_bytes": ("ok", "33554432\n")}
+
+    monkeypatch.setattr(h, "_read", read)
+    assert h.read_metric("kh/a", "peak") == Reading(32 * M) and len(reads) == 1
+
+
 def test_features_and_supports_from_the_probe():
     h, _ = v2()
     assert h.feature("memory.swap") == (True, "")
@@ -423,7 +466,7 @@ def test_sampler_reads_the_right_files():
     assert "usleep 100000" in s.start_cmd
     h1, _ = v1()
     s1 = h1.sampler("kh/hog", interval=0.05)
-    assert "s=$((ms - u))" in s1.start_cmd and "usleep 50000" in s1.start_cmd
+    assert "s=$(( (m1 < m2 ? m1 : m2) - u ))" in s1.start_cmd and "usleep 50000" in s1.start_cmd
     with pytest.raises(CgroupError, match="sampling needs the memory controller"):
         v1(probe=PROBE_V1_612)[0].sampler("kh/hog")
 
@@ -574,6 +617,30 @@ def test_sampler_for_real(local_v2):
     assert all(x.usage == M for x in samples)
     assert samples[0].swap is None and samples[-1].swap == 4096
     assert all(a.t <= b.t for a, b in itertools.pairwise(samples))
+
+
+@needs_busybox
+@pytest.mark.parametrize(("memsw", "usage", "swap"), [
+    (["20480", "16384"], "16384", "0"),        # memsw uncharged while usage was read
+    (["16384", "20480"], "20480", "-4096"),    # a charge in between: negative, parsed as 0
+    (["40960", "40960"], "16384", "24576"),    # settled: real swap
+])
+def test_v1_sample_never_shows_moving_memory_as_swap(tmp_path, memsw, usage, swap):
+    h, _ = v1()
+    d = tmp_path / "kh" / "hog"
+    d.mkdir(parents=True)
+    script = h._sample_reads("kh/hog").replace("/sys/fs/cgroup/memory", str(tmp_path))
+    # The two reads of memsw get the two values: the file is rewritten right after usage is
+    # read (what is tested is the order of the reads and the arithmetic, in busybox sh).
+    (d / "memory.memsw.usage_in_bytes").write_text(memsw[0] + "\n")
+    (d / "memory.usage_in_bytes").write_text(usage + "\n")
+    script = script.replace(
+        f"read -r u < {d}/memory.usage_in_bytes",
+        f"read -r u < {d}/memory.usage_in_bytes && echo {memsw[1]} > "
+        f"{d}/memory.memsw.usage_in_bytes")
+    out = subprocess.run([BUSYBOX, "sh", "-c", f"{script}; echo $s"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == swap
 
 
 # --- integration: real kernels --------------------------------------------------------------------

@@ -42,6 +42,9 @@ from .knobs import V1, V2, KnobUnsupported, MetricUnsupported, UnknownName
 
 ROOT = "/sys/fs/cgroup"
 
+# How many more readings a metric computed from two files may take to settle (read_metric).
+SETTLE_READS = 5
+
 
 class Channel(Protocol):
     def run(self, cmd: str, timeout: float | None = 60.0, stdin: str | bytes | None = None,
@@ -599,6 +602,16 @@ done"""
             if not ok:
                 return Reading(None, f"{metric}: {reason}")
         raw = self._read(path, files)
+        if knobs.metric_source(metric, self.version).form == "difference":
+            # Two counters read one after the other (v1 swap = memsw.usage - usage) are not one
+            # snapshot: the kernel uncharges memory, then memsw, and a page freed between the
+            # two reads shows as swap (seen on 6.1 right after an OOM kill: 4096 of "swap" with
+            # memory.stat swap 0, 2 reads in 40). Read again until two readings agree.
+            for _ in range(SETTLE_READS):
+                again = self._read(path, files)
+                if again == raw:
+                    break
+                raw = again
         for f in knobs.metric_required_files(metric, self.version):
             status, _ = raw[f]
             if status == "nodir":
@@ -887,8 +900,13 @@ echo '== devices'; ls /sys/class/infiniband 2>/dev/null; true"""
             raise CgroupError(f"sampling needs the memory controller: "
                               f"{self.has_controller('memory')[1]}")
         d = _q(f"{mount}/{path}")
-        return (f"read -r u < {d}/memory.usage_in_bytes && "
-                f"read -r ms < {d}/memory.memsw.usage_in_bytes && s=$((ms - u))")
+        # memsw is read before and after usage and the smaller one taken: the two counters
+        # move one after the other (charge, uncharge), so a skewed pair must never show
+        # memory that is moving as swap; a negative difference is 0 (parse_samples).
+        return (f"read -r m1 < {d}/memory.memsw.usage_in_bytes && "
+                f"read -r u < {d}/memory.usage_in_bytes && "
+                f"read -r m2 < {d}/memory.memsw.usage_in_bytes && "
+                "s=$(( (m1 < m2 ? m1 : m2) - u ))")
 
 
 def make_hierarchy(version: str, channel: Channel, timeout: float = 60.0) -> Hierarchy:
