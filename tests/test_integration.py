@@ -196,6 +196,43 @@ def test_boot_failure_carries_argv_exit_code_and_console(bus, tmp_path):
     assert "Kernel panic" in exc.console_tail
     assert "rdinit=/does-not-exist" in str(exc)
     assert (tmp_path / "console.log").exists()
+    # It panics every time: booted once more (MachineConfig.boot_retries), then given up.
+    (record,) = exc.retries
+    assert record.startswith("boot 1: kernel panic during boot: Kernel panic - not syncing: ")
+    assert "Kernel panic" in (tmp_path / "console.boot1.log").read_text()
+
+
+def test_a_kernel_that_dies_while_booting_gets_a_second_real_boot(bus, tmp_path):
+    """A real panic on the first boot only (its -append gets a missing rdinit through a
+    wrapper in place of qemu-system-x86_64); the second boot is a normal one: SSH works, the
+    first boot's console is kept and named."""
+    wrapper = tmp_path / "qemu-first-boot-panics"
+    wrapper.write_text(f"""#!{sys.executable}
+import os, sys
+from pathlib import Path
+args = sys.argv[1:]
+mark = Path({str(tmp_path / "booted")!r})
+if not mark.exists():
+    mark.write_text("1")
+    i = args.index("-append") + 1
+    args[i] += " rdinit=/does-not-exist init=/nope"
+os.execvp("qemu-system-x86_64", ["qemu-system-x86_64", *args])
+""")
+    wrapper.chmod(0o755)
+    workdir = tmp_path / "vm"
+    config = _config("debian:6.1", bus, workdir=workdir, qemu=str(wrapper), boot_timeout=60,
+                     accel="tcg")  # no KVM probe: it would be the wrapper's first boot
+    seen: list[str] = []
+    bus.subscribe(lambda ev: seen.append(ev.kind))
+    with Machine(config, bus) as vm:
+        assert vm.ssh.run(["uname", "-r"]).stdout.strip() == config.kernel.release
+        (record,) = vm.info.retries
+        assert "Kernel panic - not syncing" in record and "console.boot1.log" in record
+        assert not vm.console.failures  # this boot's console is the second boot's
+    assert seen.count("machine.retry") == 1
+    assert "Kernel panic" in (workdir / "console.boot1.log").read_text()
+    assert "Kernel panic" not in (workdir / "console.log").read_text()
+    assert not qemu_pids(os.getpid())
 
 
 def test_path_spec_boots_a_users_bzimage_with_its_modules(bus):

@@ -137,3 +137,17 @@ def test_a_boot_that_fails_without_a_kernel_report_is_not_retried(tmp_path):
     vm.stop()
     assert info.value.failure is None and "QEMU exited" in info.value.reason
     assert (tmp_path / "runs.txt").read_text().count("run") == 1
+
+
+def test_a_boot_that_never_gets_ready_is_booted_once_more(tmp_path):
+    """Debian's 6.1 once stopped printing at 0.8 s in CI and never got ready (no report)."""
+    qemu = _fake_qemu(tmp_path, "[    0.801686] acpi PNP0A03:00: fail to add MMCONFIG\n")
+    vm = _machine(tmp_path, qemu=str(qemu), boot_timeout=0.5)
+    with pytest.raises(BootError) as info:
+        vm.start()
+    vm.stop()
+    assert info.value.timed_out and info.value.failure is None
+    assert (tmp_path / "runs.txt").read_text().count("run") == 2
+    (record,) = info.value.retries
+    assert record.startswith("boot 1: no ready marker within 0.5s; the console's last line: "
+                             "[    0.801686] acpi PNP0A03:00: fail to add MMCONFIG (console: ")
