@@ -286,10 +286,10 @@ class Runner:
     def _run_job(self, job: MachineJob) -> None:
         pending = list(job.cells)
         boot = 0
-        # One more boot per job when the kernel dies before the first scenario's first step:
-        # while booting (the Machine boots again itself, its console kept as
-        # console.boot1.log) or right after (below). Under TCG, Debian's 6.12 dies in its
-        # text patching ~1 boot in 30; a kernel that dies every time still fails.
+        # One more boot per job when the kernel fails before the first scenario's first step:
+        # while booting (dies, or never gets ready: the Machine boots again itself, its console
+        # kept as console.boot1.log, MachineConfig.boot_retries) or right after (below). A
+        # kernel that fails every time still fails.
         boot_retried = False
         retries: list[str] = []  # the failed boots, recorded in the next result
 
@@ -333,8 +333,8 @@ class Runner:
                         boot_retried = True
                         pending.insert(0, cell)
                         what = f"{result.machine}: {result.reason} before any step ran"
-                        retries.append(f"{what} (console: machines/{config.workdir.name}"
-                                       "/console.log)")
+                        retries.append(
+                            f"{what} (console: {relative(str(config.workdir / 'console.log'))})")
                         self.bus.emit("machine.retry", f"{job.name}: {what}; booting once "
                                       f"more; console in {config.workdir}", machine=job.name)
                         break

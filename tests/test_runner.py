@@ -119,6 +119,8 @@ def test_a_kernel_that_dies_before_the_first_step_gets_one_more_boot(tmp_path, m
     (r,) = results
     assert r["status"] == "pass" and r["machine"].endswith("-boot2")
     assert len(r["retries"]) == 1 and "Oops: int3 before any step ran" in r["retries"][0]
+    assert r["retries"][0].endswith("(console: machines/" + r["machine"].replace("boot2", "boot1")
+                                    + "/console.log)")
 
 
 def test_a_kernel_that_dies_during_the_steps_is_the_scenarios_error(tmp_path, monkeypatch):
