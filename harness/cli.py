@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import hostcmd, images, kernels
@@ -16,6 +17,7 @@ from .channels import ChannelError, CommandResult
 from .console import classify
 from .events import EventBus, TerminalPrinter
 from .machine import BootError, Machine, MachineConfig, detect_accel, memory_mib
+from .output import OutputError, free_bytes
 
 EXIT_USAGE = 2
 EXIT_BOOT = 3  # the guest did not come up
@@ -26,9 +28,35 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    # Unwind like Ctrl-C so every `with Machine` shuts its QEMU down.
-    raise KeyboardInterrupt(f"signal {signum}")
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `with Machine` shuts its QEMU down
+    and the run records what did not run; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+_interrupts: list[int] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _interrupts.append(signum)
+    if len(_interrupts) > 1:
+        # A second interrupt while the first one unwinds: leave now. Results are already on
+        # disk (fsynced per line) and QEMU dies with us (its parent-death signal).
+        os.write(2, f"kharness: {signal.Signals(signum).name} again: exiting now\n".encode())
+        os._exit(128 + signum)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """kharness's own SIGINT and SIGTERM handlers, whatever was inherited: a background job
+    of a script starts with SIGINT ignored, and must still stop on SIGINT as on SIGTERM."""
+    _interrupts.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread (an embedding caller)
+            signal.signal(sig, _on_signal)
 
 
 def _bus(args: argparse.Namespace) -> EventBus:
@@ -171,9 +199,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
         try:
             result = vm.ssh.run(command, timeout=args.timeout, stdin=stdin)
         except ChannelError as exc:  # connection lost: give a dying QEMU a moment to exit
-            with contextlib.suppress(subprocess.TimeoutExpired, AttributeError):
-                vm.proc.wait(timeout=5)  # type: ignore[union-attr]
-            result = CommandResult(command, -1, "", f"kharness: {exc}\n", 0.0)
+            exited = vm.exit_description(wait=5.0)
+            why = f"{exited}; then: {exc}" if exited else str(exc)
+            result = CommandResult(command, -1, "", f"kharness: {why}\n", 0.0)
         sys.stdout.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.write(result.stderr)
@@ -185,8 +213,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
         kind = classify(failures)
         if kind == "panic" or not vm.alive():
             excerpt = vm.console.excerpt(failures[0], after=25) if failures else vm.console_tail()
-            bus.emit("exec.error", f"the kernel {'panicked' if kind else 'died'} while the "
-                     f"command ran; console log: {vm.console_log}")
+            what = "the kernel panicked" if kind == "panic" else \
+                (vm.exit_description() or "the machine died")
+            bus.emit("exec.error", f"{what} while the command ran; console log: "
+                     f"{vm.console_log}")
             print(excerpt, file=sys.stderr)
             return EXIT_KERNEL
         if failures:
@@ -214,10 +244,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import fnmatch
-    import time
 
     from . import scenario
-    from .results import ERROR, FAIL, ResultsWriter, environment, junit_xml
+    from .output import append_empty
+    from .results import ERROR, FAIL, ResultsWriter, environment
     from .runner import Runner, Shard, default_jobs, shard_scenarios
 
     try:
@@ -253,22 +283,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         accel = detect_accel(probe, bus)
     runner = Runner(selected, kernel_list, hierarchies, writer, bus,
                     jobs=args.jobs or default_jobs(), accel=accel)
+    _check_free_space(runner, results_dir, bus)
     info = environment(kernel_list, accel)
     info.update(argv=sys.argv, scenarios=[s.name for s in selected], hierarchies=hierarchies)
     if shard:  # `kharness merge` checks the shards' scenarios add up to all_scenarios
         info["shard"] = {"index": shard.index, "count": shard.count,
                          "all_scenarios": sorted(s.name for s in scenarios)}
-        writer.jsonl.touch()  # an empty shard (more shards than scenarios) is a run to merge
+        append_empty(writer.jsonl)  # an empty shard (more shards than scenarios) merges too
     writer.write_run_info(info)
     start = time.monotonic()
     try:
-        results = runner.run()
-    finally:
-        junit = junit_xml(writer.results)
-        (results_dir / "junit.xml").write_text(junit)
-        if args.junit:
-            Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.junit).write_text(junit)
+        with _finishing(runner, writer, info, [Path(args.junit)] if args.junit else [], bus):
+            results = runner.run()
+    except OutputError as exc:
+        print(f"kharness: {exc}; the run stopped: {len(writer.results)} result(s) kept in "
+              f"{writer.jsonl}, {len(runner.not_run())} not run", file=sys.stderr)
+        return EXIT_USAGE
     counts = runner.counts
     bus.emit("run.done", f"{len(results)} runs in {time.monotonic() - start:.0f}s: "
              + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {results_dir}")
@@ -277,11 +307,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts[FAIL] else 0
 
 
+# Output a run needs, estimated for the free-space warning: a boot's console log (a Debian
+# boot at loglevel 5 prints ~3 KiB; each OOM report ~5 KiB more) and a result's JSON line and
+# JUnit case (~3 KiB, more with samples and backtraces).
+BOOT_OUTPUT_BYTES = 64 << 10
+RESULT_OUTPUT_BYTES = 16 << 10
+
+
+def _check_free_space(runner, results_dir: Path, bus: EventBus) -> None:
+    jobs, pre = runner.plan()
+    need = len(jobs) * BOOT_OUTPUT_BYTES + (len(pre) + sum(len(j.cells) for j in jobs)) * \
+        RESULT_OUTPUT_BYTES * 2  # results.jsonl and junit.xml
+    free = free_bytes(results_dir)
+    if free is not None and free < need:
+        bus.emit("run.warning", f"only {free >> 10} KiB free for {results_dir}: this run's "
+                 f"{len(jobs)} boot(s) may need up to {need >> 10} KiB for consoles and "
+                 "results; the run stops at the first write that fails", free=free, need=need)
+
+
+@contextlib.contextmanager
+def _finishing(runner, writer, info: dict, junit_copies: list[Path], bus: EventBus):
+    """Run the body, then write junit.xml and run.json's ending whatever happened: finished,
+    interrupted (the signal, and the cells that did not run: they have no result), or stopped
+    by a failed write. Both files are replaced whole, so a full disk leaves the old ones; a
+    second failure to write is a warning under the first."""
+    start = time.monotonic()
+    ending: dict = {"status": "finished"}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        ending = {"status": "interrupted", "signal": signal.Signals(signum).name}
+        raise
+    except OutputError as exc:
+        ending = {"status": "stopped", "error": str(exc)}
+        raise
+    finally:
+        ending.update(seconds=round(time.monotonic() - start, 1),
+                      finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      counts=dict(runner.counts))
+        not_run = runner.not_run()
+        if not_run:
+            ending["not_run"] = not_run
+            bus.emit("run.warning", f"{len(not_run)} planned run(s) have no result "
+                     f"({ending['status']}); run.json lists them")
+        info["ending"] = ending
+        for write in (lambda: writer.write_junit(*junit_copies),
+                      lambda: writer.write_run_info(info)):
+            try:
+                write()
+            except OutputError as exc:
+                kind = "debug.output" if ending["status"] == "stopped" else "run.warning"
+                bus.emit(kind, f"{exc}: kept the previous version")
+
+
 def cmd_backtrace(args: argparse.Namespace) -> int:
-    import time
 
     from . import backtrace, scenario
-    from .results import ResultsWriter, environment, junit_xml
+    from .results import ResultsWriter, environment
     from .runner import Runner
 
     req = backtrace.Request(
@@ -312,13 +395,12 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
     if accel == "auto":
         accel = detect_accel(MachineConfig(kernel=kernel_list[0], initrd=images.initrd_for(
             kernel_list[0], bus)), bus)
-    writer.write_run_info({**environment(kernel_list, accel), "argv": sys.argv})
+    info = {**environment(kernel_list, accel), "argv": sys.argv}
+    writer.write_run_info(info)
     runner = Runner(scenarios, kernel_list, [req.hierarchy], writer, bus,
                     jobs=min(len(kernel_list), args.jobs or 2), accel=accel)
-    try:
+    with _finishing(runner, writer, info, [], bus):
         results = runner.run()
-    finally:
-        (results_dir / "junit.xml").write_text(junit_xml(writer.results))
     order = {k.release: i for i, k in enumerate(kernel_list)}
     results = sorted(results, key=lambda r: order.get(r.kernel, 99))
     doc, ok = backtrace.report(results, req)
@@ -619,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_signal_handlers()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -635,12 +717,17 @@ def main(argv: list[str] | None = None) -> int:
     except BootError as exc:
         print(f"kharness: {exc}", file=sys.stderr)
         return EXIT_BOOT
+    except OutputError as exc:  # a full disk: one line, what was written is intact
+        print(f"kharness: {exc}; stopped", file=sys.stderr)
+        return EXIT_USAGE
     except (hostcmd.HostCommandError, images.ImageError) as exc:
         print(f"kharness: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("kharness: interrupted; machines stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"kharness: interrupted ({signal.Signals(signum).name}); machines stopped",
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -361,7 +361,15 @@ class ConsoleParser:
         "[ cut here ]" line), as a soft lockup, a hung task or a panic_on_warn WARNING have no
         end line. Real reports run 35-60 lines from header to end line (tests/golden/console/).
         """
-        start = max(0, event.lineno - 1 - before)
+        # The lines before are context only while they are the kernel's (timestamped): the
+        # excerpt starts at the kernel's report, never at a shell banner or a prompt that
+        # happened to precede it (a prompt sharing the line is cut off).
+        start = event.lineno - 1
+        while start > 0 and event.lineno - 1 - start < before:
+            m = _TIMESTAMP.search(self.lines[start - 1])
+            if m is None:
+                break
+            start -= 1
         stop = min(len(self.lines), event.lineno + after)
         for i in range(event.lineno, stop):  # lines[i] is line number i + 1
             msg = _strip_timestamp(self.lines[i])
@@ -371,7 +379,10 @@ class ConsoleParser:
             if i + 1 in self._failure_lines or msg.startswith(_CUT_HERE):
                 stop = i
                 break
-        return "\n".join(self.lines[start:stop])
+        lines = self.lines[start:stop]
+        if start < event.lineno - 1 and (m := _TIMESTAMP.search(lines[0])):
+            lines[0] = lines[0][m.start():]
+        return "\n".join(lines)
 
 
 def _strip_timestamp(text: str) -> str:

@@ -11,7 +11,6 @@ SIGTERM, or the harness itself killed: PR_SET_PDEATHSIG), QEMU does not outlive 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -22,8 +21,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -32,7 +33,9 @@ from .channels.serial import SerialChannel
 from .channels.ssh import SSHChannel, host_key_blob, new_client_key, new_dropbear_host_key
 from .console import ConsoleEvent, ConsoleEventKind, ConsoleParser, classify
 from .events import EventBus
+from .images import CpioWriter
 from .kernels import Kernel
+from .output import OutputError
 from .paths import cache_dir
 
 QEMU = "qemu-system-x86_64"
@@ -57,7 +60,7 @@ class BootError(RuntimeError):
         code = "still running" if exit_code is None else f"exit code {exit_code}"
         super().__init__(
             f"boot failed: {reason} (qemu {code})\n"
-            f"argv: {shlex.join(argv)}\n"
+            f"argv: {shlex.join(redacted(argv))}\n"
             + (f"console log: {console_log}\n" if console_log else "")
             + "console tail:\n" + console_tail
         )
@@ -132,6 +135,35 @@ def _launcher() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
+# Kernel parameters whose values must not be written to disk or shown (none is set by kharness
+# itself any more: its keys go in the machine's initrd; a user's --cmdline might carry one).
+SECRET_PARAMS = ("kharness.hostkey=", "kharness.authkey=")
+
+
+def redacted(argv: list[str]) -> list[str]:
+    """`argv` with the values of SECRET_PARAMS in -append replaced, for qemu.argv and errors."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if i and out[i - 1] == "-append":
+            out[i] = " ".join(
+                next((p + "<redacted>" for p in SECRET_PARAMS if word.startswith(p)), word)
+                for word in arg.split(" "))
+    return out
+
+
+def private_dir() -> Path:
+    """A fresh 0700 directory under $KHARNESS_CACHE/private for one machine. Directories left
+    by a kharness that was killed (SIGKILL: no `finally` ran) are removed on the way."""
+    root = cache_dir() / "private"
+    root.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    for entry in root.iterdir():
+        pid = entry.name.split("-")[1] if entry.name.startswith("m-") else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"m-{os.getpid()}-", dir=root))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,15 +209,24 @@ class Machine:
         self.host_key_file: bytes = b""  # dropbear's host key, handed to the guest
         self.host_key: str | None = None  # its public blob, pinned by the SSH channel
         self.marker_times: dict[str, float] = {}  # first time each marker was seen, since launch
+        # What only the harness may read (the initrd with the keys, the scratch disk): a 0700
+        # directory of its own, outside the workdir (whose files end up in results and CI
+        # artefacts), removed at stop.
+        self.private: Path | None = None
+        self.initrd: Path = config.initrd
+        # The first write into the workdir that failed (a full disk): the boot or the run stops.
+        self.output_error: OutputError | None = None
+        self.on_output_error: Callable[[OutputError], None] | None = None
+        self._stopping = False
 
     # --- argv ------------------------------------------------------------------------------
 
     def kernel_cmdline(self) -> list[str]:
         c = self.config
+        # No key material here: the command line is world-readable (ps, /proc/PID/cmdline,
+        # qemu.argv in the results). The keys go in the machine's own initrd (_keys_initrd).
         args = ["console=ttyS0", "loglevel=5", "printk.time=1", "panic=-1",
-                f"kharness.authkey={self.key.get_base64()}", f"kharness.hierarchy={c.hierarchy}"]
-        if self.host_key_file:
-            args.append("kharness.hostkey=" + base64.b64encode(self.host_key_file).decode())
+                f"kharness.hierarchy={c.hierarchy}"]
         if c.swap:
             args.append(f"kharness.swap={c.swap}")
         if c.rdma:
@@ -206,7 +247,7 @@ class Machine:
         return [
             c.qemu, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accel, "-cpu", "max", "-smp", str(c.cpus), "-m", c.memory,
-            "-kernel", str(c.kernel.vmlinux), "-initrd", str(c.initrd),
+            "-kernel", str(c.kernel.vmlinux), "-initrd", str(self.initrd),
             "-append", " ".join(self.kernel_cmdline()),
             "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
@@ -220,7 +261,7 @@ class Machine:
     def _disk_args(self) -> list[str]:
         if not self.config.disk:
             return []
-        drive = f"file={self.workdir / 'disk.img'},if=none,id=disk0,format=raw,cache=unsafe"
+        drive = f"file={self.disk_image},if=none,id=disk0,format=raw,cache=unsafe"
         return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -236,11 +277,21 @@ class Machine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def disk_image(self) -> Path:
+        assert self.private is not None
+        return self.private / "disk.img"
+
     def start(self) -> None:
         if self.accel == "auto":
             self.accel = detect_accel(self.config, self.bus)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host_key_file, self.host_key = new_dropbear_host_key(self.workdir)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(self.workdir, exc) from exc
+        self.private = private_dir()
+        self.host_key_file, self.host_key = new_dropbear_host_key(self.private)
+        self.initrd = self._keys_initrd()
         attempts = 1 + max(0, self.config.boot_retries)
         retries: list[str] = []
         for attempt in range(1, attempts + 1):
@@ -249,19 +300,41 @@ class Machine:
             except BootError as exc:
                 exc.retries = list(retries)
                 if (exc.failure not in RETRIED_FAILURES and not exc.timed_out) \
-                        or attempt == attempts:
+                        or attempt == attempts or self._stopping:
                     raise
                 retries.append(self._discard_boot(attempt, exc))
                 continue
             self.info.retries = retries
             return
 
+    def _keys_initrd(self) -> Path:
+        """The initrd this machine boots: the shared one (base + the kernel's modules) with a
+        third archive appended that holds the SSH keys (the kernel unpacks them over the
+        others): root's authorized key and dropbear's host key, 0600 in the guest, in a 0600
+        file in the private directory. Copying ~17 MiB costs a few ms."""
+        assert self.private is not None
+        cpio = CpioWriter()
+        cpio.dir("etc/kharness/secret", 0o700)
+        cpio.file("etc/kharness/secret/authorized_keys",
+                  f"ssh-ed25519 {self.key.get_base64()} kharness\n".encode(), 0o600)
+        cpio.file("etc/kharness/secret/dropbear_ed25519_host_key", self.host_key_file, 0o600)
+        out = self.private / "initrd.cpio"
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            with open(self.config.initrd, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            dst.write(cpio.finish())
+        return out
+
     def _boot(self, attempt: int) -> None:
         if self.config.disk:
-            with open(self.workdir / "disk.img", "wb") as f:  # sparse, empty for each boot
+            with open(self.disk_image, "wb") as f:  # sparse, empty for each boot
                 f.truncate(memory_mib(self.config.disk) << 20)
         argv = self.argv()
-        (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
+        try:
+            (self.workdir / "qemu.argv").write_text(shlex.join(redacted(argv)) + "\n")
+        except OSError as exc:
+            raise OutputError(self.workdir / "qemu.argv", exc) from exc
         again = f", boot {attempt}" if attempt > 1 else ""
         self.bus.emit("machine.boot", f"booting {self.config.kernel.release} "
                       f"({self.accel}, {self.config.hierarchy}, {self.config.memory}{again})",
@@ -284,7 +357,7 @@ class Machine:
     def _discard_boot(self, attempt: int, exc: BootError) -> str:
         """Kill the boot that died, keep its console as console.boot<N>.log, reset the state a
         boot builds; returns the line that records it."""
-        self.stop(soft_timeout=0)
+        self.stop(soft_timeout=0, final=False)
         kept = self.workdir / f"console.boot{attempt}.log"
         for name, keep in (("console.log", kept.name),
                            ("qemu.stderr", f"qemu.boot{attempt}.stderr")):
@@ -318,7 +391,10 @@ class Machine:
         return self._start_time + self.config.boot_timeout - time.monotonic()
 
     def _launch(self, argv: list[str]) -> None:
-        stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115
+        try:
+            stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise OutputError(self.workdir / "qemu.stderr", exc) from exc
         try:
             self.proc = subprocess.Popen(
                 [*_launcher(), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -341,10 +417,18 @@ class Machine:
         threading.Thread(target=self._write_console, name="console-in", daemon=True).start()
 
     def _read_console(self) -> None:
-        """The one console reader: log file, parser, serial channel copy."""
+        """The one console reader: log file, parser, serial channel copy. It reads until QEMU
+        is gone whatever happens to the log: a write that fails (a full disk) is recorded in
+        `output_error` (the boot, and through on_output_error the run, stops) and the parser
+        and serial copy go on, so the machine is never taken for a silent one."""
         assert self.proc and self.proc.stdout
         fd = self.proc.stdout.fileno()
-        with open(self.console_log, "ab", buffering=0) as log:
+        log = None
+        try:
+            log = open(self.console_log, "ab", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            self._output_failed(OutputError(self.console_log, exc))
+        try:
             while True:
                 try:
                     data = os.read(fd, 65536)
@@ -352,7 +436,14 @@ class Machine:
                     data = b""
                 if not data:
                     break
-                log.write(data)
+                if log is not None:
+                    try:
+                        log.write(data)
+                    except OSError as exc:
+                        with contextlib.suppress(OSError):
+                            log.close()
+                        log = None
+                        self._output_failed(OutputError(self.console_log, exc))
                 events = self.console.feed(data)
                 if self._serial_peer is not None:
                     try:
@@ -370,8 +461,22 @@ class Machine:
                                           f"console: {ev.line.strip()}", line=ev.line)
                     with self._cond:
                         self._cond.notify_all()
+        finally:
+            if log is not None:
+                with contextlib.suppress(OSError):
+                    log.close()
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def _output_failed(self, exc: OutputError) -> None:
+        if self.output_error is None:
+            self.output_error = exc
+            self.bus.emit("debug.output", f"{self.config.kernel.release}: {exc}",
+                          path=str(exc.path))
+            if self.on_output_error is not None:
+                self.on_output_error(exc)
         with self._cond:
-            self._eof = True
             self._cond.notify_all()
 
     def _write_console(self) -> None:
@@ -401,13 +506,16 @@ class Machine:
                 if any(e.kind == ConsoleEventKind.MARKER and e.name == "ready"
                        for e in self.console.events):
                     break
+                if self.output_error is not None:
+                    raise self.output_error
                 failure = classify(self.console.failures)
                 if failure == "panic":
                     raise self._boot_error("kernel panic during boot", argv, failure)
-                if self._eof:
-                    self.proc.wait(timeout=5) if self.proc else None
-                    raise self._boot_error("QEMU exited before the guest was ready", argv,
-                                           failure)
+                if self._eof or self._stopping:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(timeout=5) if self.proc else None
+                    what = self.exit_description() or "QEMU was stopped"
+                    raise self._boot_error(f"{what} before the guest was ready", argv, failure)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     exc = self._boot_error(
@@ -456,7 +564,7 @@ class Machine:
 
     def _boot_error(self, reason: str, argv: list[str], failure: str | None = None) -> BootError:
         exit_code = self.proc.poll() if self.proc else None
-        return BootError(reason, argv, exit_code, self.console_tail(), self.console_log,
+        return BootError(reason, redacted(argv), exit_code, self.console_tail(), self.console_log,
                          failure=failure or classify(self.console.failures))
 
     def console_tail(self, lines: int = 30) -> str:
@@ -468,8 +576,14 @@ class Machine:
 
     # --- shutdown --------------------------------------------------------------------------
 
-    def stop(self, soft_timeout: float = 5.0) -> int | None:
-        """Soft first (poweroff in the guest), then hard (SIGTERM, SIGKILL). Idempotent."""
+    def stop(self, soft_timeout: float = 5.0, final: bool = True) -> int | None:
+        """Soft first (poweroff in the guest), then hard (SIGTERM, SIGKILL). Idempotent.
+        A final stop (any but the one between two boots of a retry) also ends a start() in
+        progress in another thread: no boot is retried after it."""
+        if final:
+            self._stopping = True
+            with self._cond:
+                self._cond.notify_all()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             soft = False
@@ -530,6 +644,9 @@ class Machine:
                         stream.close()
                 except OSError:
                     pass
+        if self.private is not None and final:
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
         if self._own_workdir and self._booted and not self.keep_workdir \
                 and not self.console.failures:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -537,6 +654,21 @@ class Machine:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_description(self, wait: float = 0.0) -> str | None:
+        """`QEMU exited (killed by signal 9)` / `QEMU exited with status 1` once the QEMU
+        process is gone (waiting up to `wait` seconds for it), None while it runs."""
+        if self.proc is None:
+            return None
+        if wait > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait)
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            return f"QEMU exited (killed by signal {-code})"
+        return f"QEMU exited with status {code}"
 
 
 # --- accelerator ---------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ keeps what finished), a run.json with the environment, then JUnit rendered from 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import threading
@@ -13,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+from .output import OutputError, append_line, atomic_write
 
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 
@@ -56,22 +57,33 @@ class ResultsWriter:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(self.dir, exc) from exc
         self.jsonl = self.dir / "results.jsonl"
         self._lock = threading.Lock()
         self.results: list[ScenarioResult] = []
 
     def add(self, result: ScenarioResult) -> None:
+        """Append the result as one fsynced line. A write that fails (a full disk) raises
+        OutputError and leaves the file with its earlier lines only, this result not kept."""
         line = json.dumps(asdict(result), sort_keys=True)
         with self._lock:
+            append_line(self.jsonl, line)
             self.results.append(result)
-            with self.jsonl.open("a") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
 
     def write_run_info(self, info: dict) -> None:
-        (self.dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        """run.json, replaced whole (a failed write keeps the previous one)."""
+        atomic_write(self.dir / "run.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def write_junit(self, *copies: Path) -> None:
+        """junit.xml (and copies elsewhere, e.g. --junit) from the results so far."""
+        text = junit_xml(self.results)
+        atomic_write(self.dir / "junit.xml", text)
+        for path in copies:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, text)
 
 
 def load_results(directory: Path) -> list[ScenarioResult]:

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import images, kernels
 from .capture import GdbCapture
@@ -27,6 +27,7 @@ from .console import ConsoleEventKind, classify
 from .events import EventBus
 from .kernels import Kernel
 from .machine import RETRIED_FAILURES, BootError, Machine, MachineConfig
+from .output import OutputError
 from .results import ERROR, FAIL, PASS, SKIP, ResultsWriter, ScenarioResult
 from .scenario import (
     KillStep,
@@ -157,6 +158,9 @@ class Runner:
         self._cancel = threading.Event()
         self.counts = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         self.total = 0
+        self.planned: list[str] = []  # every cell's key (ScenarioResult.key), in plan order
+        # The first write into the results that failed (a full disk): the run stops, fatal.
+        self.fatal: OutputError | None = None
 
     # --- planning -------------------------------------------------------------------------
 
@@ -236,6 +240,8 @@ class Runner:
                 job.cells = keep
         jobs = [j for j in jobs if j.cells]
         self.total = len(pre) + sum(len(j.cells) for j in jobs)
+        self.planned = [r.key for r in pre] + [self._result(c, PASS).key
+                                               for j in jobs for c in j.cells]
         self.bus.emit("run.plan", f"{self.total} scenario runs on {len(jobs)} machine(s), "
                       f"{len(pre)} skipped before boot, {self.jobs} in parallel",
                       total=self.total, machines=len(jobs))
@@ -246,20 +252,52 @@ class Runner:
         try:
             for fut in futures:
                 fut.result()
-        except BaseException:
-            self._cancel.set()
-            with self._lock:
-                machines = list(self._machines)
-            for vm in machines:  # unblock the workers: their QEMUs go away
-                with contextlib.suppress(Exception):
-                    vm.stop(soft_timeout=0.5)
+        except BaseException as exc:
+            # Interrupted (SIGINT/SIGTERM arrive as KeyboardInterrupt) or a failed write: the
+            # cells still running are not results; they are left out (see not_run).
+            if isinstance(exc, OutputError):
+                self.fatal = self.fatal or exc
+            self._stop_all()
             pool.shutdown(wait=True, cancel_futures=True)
+            if self.fatal is not None and not isinstance(exc, KeyboardInterrupt):
+                raise self.fatal from None
             raise
         pool.shutdown(wait=True)
+        if self.fatal is not None:
+            raise self.fatal
         return self.writer.results
 
+    def not_run(self) -> list[str]:
+        """The planned cells that have no result (an interrupted or stopped run)."""
+        done = {r.key for r in self.writer.results}
+        return [key for key in self.planned if key not in done]
+
+    def _stop_all(self) -> None:
+        """Cancel the run: no new boots or scenarios, every machine stopped at once (the
+        workers blocked on them unwind)."""
+        self._cancel.set()
+        with self._lock:
+            machines = list(self._machines)
+        for vm in machines:
+            with contextlib.suppress(Exception):
+                vm.stop(soft_timeout=0.5)
+
+    def _output_failed(self, exc: OutputError) -> None:
+        """A machine's console log could not be written (called from its reader thread): the
+        run stops within seconds; the machines are stopped from another thread (a reader
+        cannot wait for itself)."""
+        with self._lock:
+            if self.fatal is not None:
+                return
+            self.fatal = exc
+        threading.Thread(target=self._stop_all, name="stop-all", daemon=True).start()
+
     def _record(self, result: ScenarioResult) -> None:
-        self.writer.add(result)
+        try:
+            self.writer.add(result)
+        except OutputError as exc:
+            self._output_failed(exc)
+            raise
         with self._lock:
             self.counts[result.status] += 1
             done = sum(self.counts.values())
@@ -300,12 +338,17 @@ class Runner:
             boot += 1
             config = self._machine_config(job, boot, 0 if boot_retried else 1)
             vm = Machine(config, self.bus)
+            vm.on_output_error = self._output_failed
             with self._lock:
+                if self._cancel.is_set():
+                    return
                 self._machines.add(vm)
             try:
                 try:
                     vm.start()
                 except BootError as exc:
+                    if self._cancel.is_set():
+                        return  # stopped by an interrupt: a boot the user cut short is no result
                     # Every scenario this boot would have run is an error, with the console.
                     again = "".join(f"; earlier {relative(r)}" for r in exc.retries)
                     for cell in pending:
@@ -347,8 +390,6 @@ class Runner:
                 vm.stop()
                 with self._lock:
                     self._machines.discard(vm)
-                with contextlib.suppress(OSError):
-                    (config.workdir / "disk.img").unlink()
 
     # --- one scenario ---------------------------------------------------------------------
 
@@ -389,6 +430,8 @@ class Runner:
                     run.finish_gdb()
                     run.observe()
                     result.status = FAIL if result.failed_checks() else PASS
+        except OutputError:
+            raise
         except ScenarioAbort as exc:
             result.status, result.reason, result.failure_kind = ERROR, str(exc), exc.kind
             result.console_excerpt = exc.excerpt
@@ -396,7 +439,10 @@ class Runner:
         except ChannelError as exc:
             result.status, result.reason = ERROR, f"lost the guest: {exc}"
             result.failure_kind = "ssh"
-            result.console_excerpt = _diagnose_ssh(vm)
+            # SSH breaks the moment QEMU dies: give its exit a moment to be seen, then it is
+            # the reason (below), not the connection.
+            if vm.exit_description(wait=2.0) is None:
+                result.console_excerpt = _diagnose_ssh(vm)
             reboot = True
         except CgroupError as exc:
             result.status, result.reason, result.failure_kind = ERROR, str(exc), "cgroup"
@@ -414,6 +460,16 @@ class Runner:
                     if result.status in (PASS, FAIL, SKIP):
                         result.status, result.reason = ERROR, f"cleanup failed: {exc}"
                     reboot = True
+        exited = vm.exit_description()
+        if exited and not self._cancel.is_set():
+            # QEMU is gone (killed, crashed): that comes first; the symptom the harness saw
+            # (SSH refused, a step without a status) after it. A kernel failure on the console
+            # (below) still explains it better: a panic makes QEMU exit (-no-reboot).
+            symptom = f"; then: {result.reason}" if result.status == ERROR else ""
+            result.status, result.failure_kind = ERROR, "machine"
+            result.reason = f"{exited} during the scenario{symptom}"
+            result.console_excerpt = vm.console_tail(40)
+            reboot = True
         # Kernel failures seen on the console while the scenario ran make it an error.
         new = vm.console.events[first_event:]
         failures = [e for e in new if e.kind not in (ConsoleEventKind.MARKER,
@@ -732,6 +788,7 @@ class ScenarioRun:
                     fields[key] = value
         outcome = {"name": name, "command": step.run, "cgroup": step.cgroup or ".",
                    "exit_status": status, "signal": signal, "timed_out": r.timed_out,
+                   "timeout": float(step.timeout),
                    "duration": round(duration, 3), "stdout": stdout[-4000:],
                    "stderr": r.stderr[-2000:], "fields": fields}
         self.result.steps.append(outcome)
@@ -794,6 +851,11 @@ class ScenarioRun:
             else:
                 observed, reason = self._observe(exp)
                 check = evaluate(exp, observed, reason)
+            outcome = self.outcomes.get(exp.target) if exp.kind == "step" else None
+            if outcome and outcome.get("timed_out") and check.status == "fail":
+                # -1 alone reads like an exit status: say the step never finished.
+                check = replace(check, observed=f"{check.observed} (timed out after "
+                                f"{outcome['timeout']:g} s)")
             self.result.checks.append(asdict(check))
 
     def _missing_field(self, exp) -> bool:

@@ -529,12 +529,7 @@ def _load_file(path: Path, name: str, display: str) -> tuple[Scenario | None, li
         doc = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        where = f"line {line}" if line else ""
-        col = f" (column {mark.column + 1})" if mark else ""
-        return None, [Problem(display, where, f"YAML syntax error: {exc.problem or exc}{col}",
-                              line)]
+        return None, [_yaml_problem(display, exc)]
     except yaml.YAMLError as exc:
         return None, [Problem(display, "", f"YAML error: {exc}")]
     if doc is None:
@@ -551,6 +546,30 @@ def _load_file(path: Path, name: str, display: str) -> tuple[Scenario | None, li
     if problems:
         return None, problems
     return _build(path, name, doc), []
+
+
+def _yaml_problem(display: str, exc: yaml.MarkedYAMLError) -> Problem:
+    """A syntax error at the line where the broken construct starts (PyYAML's context mark:
+    the `[` never closed, the quote never ended), the place the parser gave up named after it
+    (often a later line: the next key, the end of the file)."""
+    problem, context = exc.problem or str(exc), exc.context
+    found, start = exc.problem_mark, exc.context_mark
+    at = f"line {found.line + 1}, column {found.column + 1}" if found else ""
+    # An unclosed construct (a `[`, `{` or quote; a key without its colon) is broken where it
+    # starts; in a block mapping or sequence the line the parser stopped at is the bad one (an
+    # indentation slip), so the context is not used there.
+    unclosed = context and ("flow" in context or "scanning" in context)
+    if start is not None and unclosed and (found is None or start.line < found.line):
+        what = context.removeprefix("while ").replace("parsing a", "a").replace(
+            "scanning a", "a").replace("scanning an", "an")
+        line = start.line + 1
+        text = (f"YAML syntax error: {what} that starts here (column {start.column + 1}) is "
+                f"broken: {problem}" + (f" at {at}" if at else ""))
+    else:
+        line = found.line + 1 if found else None
+        text = f"YAML syntax error: {problem}" + (f" (column {found.column + 1})" if found
+                                                   else "")
+    return Problem(display, f"line {line}" if line else "", text, line)
 
 
 def _node_lines(node: yaml.Node | None) -> tuple[dict[Path_, int], list[Path_]]:

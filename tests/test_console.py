@@ -539,3 +539,20 @@ def test_excerpt_of_event_at_end_of_stream() -> None:
     parser = _ts_parser()
     (ev,) = parser.feed("[    2.000000] Kernel panic - not syncing: late\n")
     assert parser.excerpt(ev) == "[    0.000000] Linux version 6.1.0-56-amd64\n" + ev.line
+
+
+def test_excerpt_starts_at_the_kernels_lines_not_a_shell_banner() -> None:
+    """exec's panic excerpt began with the BusyBox banner (issue 17): the console before the
+    report is context only while it is the kernel's."""
+    parser = ConsoleParser()
+    parser.feed("\nBusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) built-in shell (ash)\n"
+                "Enter 'help' for a list of built-in commands.\n\n"
+                "kharness# [    3.265971] sysrq: Trigger a crash\n"
+                "[    3.266447] Kernel panic - not syncing: sysrq triggered crash\n"
+                "[    3.266906] CPU: 1 UID: 0 PID: 174 Comm: sh Not tainted\n")
+    (panic,) = parser.failures
+    text = parser.excerpt(panic).splitlines()
+    assert text[0] == "[    3.265971] sysrq: Trigger a crash"
+    assert text[1] == panic.line.strip()
+    assert "BusyBox" not in parser.excerpt(panic)
+    assert parser.excerpt(panic, before=0).splitlines()[0] == panic.line.strip()

@@ -8,12 +8,14 @@ import pytest
 
 from harness.events import EventBus
 from harness.kernels import Kernel
-from harness.machine import BootError, Machine, MachineConfig, memory_mib
+from harness.machine import BootError, Machine, MachineConfig, memory_mib, redacted
+from harness.output import OutputError
 
 
 def _machine(tmp_path: Path, config_text: str = "", **kw) -> Machine:
     cfg = tmp_path / "config"
     cfg.write_text(config_text)
+    (tmp_path / "initrd.cpio").write_bytes(b"shared initrd")
     kernel = Kernel(spec="debian:6.12.117+deb12", release="6.12.117+deb12-amd64",
                     vmlinux=tmp_path / "vmlinux", config=cfg, modules_dir=None)
     return Machine(MachineConfig(kernel=kernel, initrd=tmp_path / "initrd.cpio",
@@ -35,8 +37,10 @@ def test_argv_is_a_list_with_pvh_boot_and_loopback_forward(tmp_path):
     assert "console=ttyS0" in append
     assert "kharness.hierarchy=v1" in append
     assert "kharness.swap=256M" in append
-    assert f"kharness.authkey={vm.key.get_base64()}" in append
     assert "-no-reboot" in argv
+    # No key material on the command line (world-readable): the keys go in the initrd.
+    assert not any("key" in word for word in append)
+    assert vm.key.get_base64() not in " ".join(argv)
 
 
 def test_each_machine_gets_its_own_key_and_port(tmp_path):
@@ -151,3 +155,94 @@ def test_a_boot_that_never_gets_ready_is_booted_once_more(tmp_path):
     (record,) = info.value.retries
     assert record.startswith("boot 1: no ready marker within 0.5s; the console's last line: "
                              "[    0.801686] acpi PNP0A03:00: fail to add MMCONFIG (console: ")
+
+
+# --- secrets, full disks, killed QEMUs (issue 17) ---------------------------------------------
+
+def _newc_entries(data: bytes) -> dict[str, tuple[int, bytes]]:
+    """name -> (mode, content) of every entry of concatenated newc archives."""
+    out, pos = {}, 0
+    while pos < len(data):
+        if data[pos:pos + 6] != b"070701":
+            pos += 1  # padding between archives
+            continue
+        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name_at = pos + 110
+        name = data[name_at:name_at + namesize - 1].decode()
+        body = name_at + namesize + (-(name_at + namesize) % 4)
+        out[name] = (mode, data[body:body + size])
+        pos = body + size + (-(body + size) % 4)
+    return out
+
+
+READY_CONSOLE = "[    1.000000] Linux version 6.12\nKHARNESS:ready uptime=1.0\n"
+
+
+def test_the_keys_go_in_a_private_initrd_never_on_the_command_line(tmp_path):
+    seen_argv = tmp_path / "argv.txt"
+    script = tmp_path / "fake-qemu"
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {seen_argv}\nexit 1\n")
+    script.chmod(0o755)
+    vm = _machine(tmp_path, qemu=str(script), boot_retries=0)
+    with pytest.raises(BootError):
+        vm.start()
+    argv = seen_argv.read_text()
+    initrd = Path(argv.split("-initrd ", 1)[1].split()[0])
+    assert initrd.parent == vm.private and initrd.parent.stat().st_mode & 0o777 == 0o700
+    assert initrd.stat().st_mode & 0o777 == 0o600
+    data = initrd.read_bytes()
+    assert data.startswith(b"shared initrd")  # the shared initrd, then the keys' archive
+    entries = _newc_entries(data[len(b"shared initrd"):])
+    mode, host_key = entries["etc/kharness/secret/dropbear_ed25519_host_key"]
+    assert mode & 0o777 == 0o600 and host_key == vm.host_key_file
+    mode, auth = entries["etc/kharness/secret/authorized_keys"]
+    assert mode & 0o777 == 0o600 and vm.key.get_base64().encode() in auth
+    assert entries["etc/kharness/secret"][0] & 0o777 == 0o700
+    import base64
+    for secret in (host_key, base64.b64encode(host_key), vm.key.get_base64().encode()):
+        assert secret not in argv.encode()
+        assert secret not in (tmp_path / "run/qemu.argv").read_bytes()
+    private = vm.private
+    vm.stop()
+    assert not private.exists()  # removed with the machine
+
+
+def test_redacted_hides_secret_kernel_parameters():
+    argv = ["qemu", "-append", "console=ttyS0 kharness.hostkey=SECRET x=1", "-m", "1G"]
+    assert redacted(argv)[2] == "console=ttyS0 kharness.hostkey=<redacted> x=1"
+    assert redacted(argv)[4] == "1G" and argv[2].endswith("SECRET x=1")
+
+
+def test_a_console_log_that_cannot_be_written_stops_the_boot_at_once(tmp_path):
+    """A full disk (here /dev/full: every write fails with ENOSPC) must not look like a silent
+    kernel: the reader thread used to die, and the boot waited for its timeout."""
+    qemu = _fake_qemu(tmp_path, "[    0.000000] Linux version 6.1\n" * 50)
+    vm = _machine(tmp_path, qemu=str(qemu), boot_timeout=60)
+    vm.workdir.mkdir(parents=True)
+    vm.console_log.symlink_to("/dev/full")
+    called = []
+    vm.on_output_error = called.append
+    import time
+    start = time.monotonic()
+    with pytest.raises(OutputError) as info:
+        vm.start()
+    vm.stop()
+    assert time.monotonic() - start < 10
+    assert info.value.code == "ENOSPC" and info.value.path == vm.console_log
+    assert str(info.value).startswith(f"cannot write {vm.console_log}: ENOSPC")
+    assert called == [info.value]
+    assert (tmp_path / "runs.txt").read_text().count("run") == 1  # no boot retry for it
+    assert len(vm.console.lines) >= 50  # the parser went on reading
+
+
+def test_a_qemu_killed_while_booting_says_so(tmp_path):
+    script = tmp_path / "fake-qemu"
+    script.write_text("#!/bin/sh\necho '[    0.1] Linux version 6.1'\nkill -9 $$\n")
+    script.chmod(0o755)
+    vm = _machine(tmp_path, qemu=str(script))
+    with pytest.raises(BootError) as info:
+        vm.start()
+    vm.stop()
+    assert info.value.reason == "QEMU exited (killed by signal 9) before the guest was ready"
+    assert vm.exit_description() == "QEMU exited (killed by signal 9)"

@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import ClassVar
+
+import pytest
 
 from harness import runner as runner_mod
 from harness.events import EventBus
 from harness.kernels import Kernel
 from harness.machine import BootError, BootInfo
+from harness.output import OutputError
 from harness.results import ResultsWriter
 from harness.scenario import load_or_raise
 
@@ -160,3 +166,59 @@ def test_after_a_retry_the_next_machine_boots_once(tmp_path, monkeypatch):
     _fake_cells(monkeypatch, tmp_path, [("panic", False), (None, True)])
     _run_oom_kill(tmp_path)
     assert [c.boot_retries for c in QuietMachine.configs] == [1, 0]
+
+
+# --- interrupts and failed writes (issue 17) -----------------------------------------------
+
+class InterruptedBootMachine(QuietMachine):
+    """Its boot is cut short the way Ctrl-C does it: the signal reaches the main thread, the
+    runner stops every machine, and the boot then fails with QEMU gone."""
+
+    def __init__(self, config, bus) -> None:
+        super().__init__(config, bus)
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert self.stopped.wait(10)
+        raise BootError("QEMU exited (killed by signal 15) before the guest was ready",
+                        ["qemu-system-x86_64"], -15, "")
+
+    def stop(self, soft_timeout: float = 5.0) -> None:
+        self.stopped.set()
+
+
+def test_a_boot_the_user_interrupted_is_no_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_mod, "Machine", InterruptedBootMachine)
+    monkeypatch.setattr(runner_mod.images, "initrd_for", lambda kernel, bus: tmp_path / "initrd")
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    kernel = Kernel(spec="debian:6.1", release="6.1.0-57-amd64", vmlinux=tmp_path / "vmlinux",
+                    config=None, modules_dir=None)
+    scenarios = load_or_raise([ROOT / "scenarios/memory/oom-kill.yaml",
+                               ROOT / "scenarios/memory/memsw-below-limit.yaml"])
+    writer = ResultsWriter(tmp_path / "r")
+    run = runner_mod.Runner(scenarios, [kernel], ["v2"], writer, EventBus(), jobs=1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.run()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    # The v1-only scenario's skip needed no machine and is a result; the interrupted boot's
+    # scenario is not (it used to be "ERROR boot failed: QEMU exited before the guest...").
+    statuses = [json.loads(line)["status"] for line in writer.jsonl.read_text().splitlines()]
+    assert statuses == ["skip"]
+    assert run.not_run() == ["memory/oom-kill [6.1.0-57-amd64 v2]"]
+
+
+def test_a_result_that_cannot_be_written_stops_the_run(tmp_path, monkeypatch):
+    _fake_cells(monkeypatch, tmp_path, [(None, True), (None, True)])
+    kernel = Kernel(spec="debian:6.1", release="6.1.0-57-amd64", vmlinux=tmp_path / "vmlinux",
+                    config=None, modules_dir=None)
+    scenarios = load_or_raise([ROOT / "scenarios/memory/oom-kill.yaml"])
+    writer = ResultsWriter(tmp_path / "r")
+    writer.jsonl.symlink_to("/dev/full")
+    run = runner_mod.Runner(scenarios, [kernel], ["v1", "v2"], writer, EventBus(), jobs=1)
+    with pytest.raises(OutputError) as info:
+        run.run()
+    assert info.value.code == "ENOSPC" and run.fatal is info.value
+    assert writer.results == [] and len(run.not_run()) == 2

@@ -193,6 +193,20 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert str(p).startswith(f"{path}: line 4: YAML syntax error: ")
 
 
+@pytest.mark.parametrize(("text", "line", "found"), [
+    # a flow sequence left open on line 3: PyYAML notices on line 4
+    ("description: x\nsteps:\n  - run: [memhog, 64\n  - sleep: 1\n", 3,
+     "expected ',' or ']', but got ':' at line 4"),
+    # a quote never closed on line 1: noticed at the end of the file
+    ('description: "abc\nsteps:\n  - run: x\n', 1, "found unexpected end of stream at line 4"),
+])
+def test_yaml_syntax_error_points_where_the_broken_construct_starts(
+        tmp_path: Path, text: str, line: int, found: str) -> None:
+    (p,) = load([_write(tmp_path, "broken.yaml", text)])[1]
+    assert p.line == line and p.key_path == f"line {line}"
+    assert "that starts here" in p.message and found in p.message, p.message
+
+
 # --- every rule: the invalid fixtures ---------------------------------------------------------
 
 def _expected_problems(path: Path) -> list[tuple[str, str]]:
