@@ -35,7 +35,7 @@ from .console import ConsoleEvent, ConsoleEventKind, ConsoleParser, classify
 from .events import EventBus
 from .images import CpioWriter
 from .kernels import Kernel
-from .output import OutputError
+from .output import OutputError, atomic_write
 from .paths import cache_dir
 
 QEMU = "qemu-system-x86_64"
@@ -331,10 +331,7 @@ class Machine:
             with open(self.disk_image, "wb") as f:  # sparse, empty for each boot
                 f.truncate(memory_mib(self.config.disk) << 20)
         argv = self.argv()
-        try:
-            (self.workdir / "qemu.argv").write_text(shlex.join(redacted(argv)) + "\n")
-        except OSError as exc:
-            raise OutputError(self.workdir / "qemu.argv", exc) from exc
+        atomic_write(self.workdir / "qemu.argv", shlex.join(redacted(argv)) + "\n")
         again = f", boot {attempt}" if attempt > 1 else ""
         self.bus.emit("machine.boot", f"booting {self.config.kernel.release} "
                       f"({self.accel}, {self.config.hierarchy}, {self.config.memory}{again})",

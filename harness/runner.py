@@ -466,6 +466,9 @@ class Runner:
             # (SSH refused, a step without a status) after it. A kernel failure on the console
             # (below) still explains it better: a panic makes QEMU exit (-no-reboot).
             symptom = f"; then: {result.reason}" if result.status == ERROR else ""
+            if result.status == FAIL:
+                symptom = "; then: " + "; ".join(f"{c['description']}: observed {c['observed']}"
+                                                 for c in result.failed_checks())
             result.status, result.failure_kind = ERROR, "machine"
             result.reason = f"{exited} during the scenario{symptom}"
             result.console_excerpt = vm.console_tail(40)

@@ -111,6 +111,10 @@ def test_panic_during_the_command_is_exit_4_with_the_console_excerpt():
     assert proc.returncode == 4, proc.stderr
     assert "the kernel panicked while the command ran" in proc.stderr
     assert "Kernel panic - not syncing: sysrq triggered crash" in proc.stderr
+    # The excerpt starts at the kernel's lines, not at the shell's banner before them.
+    excerpt = proc.stderr.split("console log: ", 1)[1].split("\n", 1)[1]
+    assert excerpt.lstrip("\n").startswith("["), excerpt[:200]
+    assert "BusyBox" not in proc.stderr
     log = proc.stderr.split("console log: ", 1)[1].split()[0]
     assert "sysrq triggered crash" in Path(log).read_text()
 
