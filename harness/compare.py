@@ -118,6 +118,9 @@ class Comparison:
     only_in_b: list[OnlyIn] = field(default_factory=list)
     figures: list[FigureChange] = field(default_factory=list)
     unchanged: int = 0  # matched cells with the same status (and no failure)
+    # A run that did not finish (interrupted, stopped by a full disk): its missing cells are
+    # not results, so "only in" the other run means "not run here", not "gone"
+    incomplete: dict[str, str] = field(default_factory=dict)  # "A"/"B" -> why
 
     @property
     def regressed(self) -> bool:
@@ -230,6 +233,9 @@ def compare(run_a: RunDir, run_b: RunDir, threshold: float = DEFAULT_THRESHOLD,
                      kernel_pairs, sampled=sampled)
     if pairs:  # the user chose what to compare: the other kernels are left out, not "only in"
         cmp.left_out_a, cmp.left_out_b = left_a, left_b
+    for side, run in (("A", run_a), ("B", run_b)):
+        if why := run.incomplete():
+            cmp.incomplete[side] = why
     to_b = {p.a: p.b for p in kernel_pairs}
     compared_b = set(to_b.values())
     b_cells = {(r.data["scenario"], r.data["kernel"], r.data["hierarchy"]): r
@@ -316,6 +322,9 @@ def render_text(cmp: Comparison) -> str:
             out.append(f"  left out of {side} (not in --pair): {', '.join(kernels)}")
     if not cmp.pairs:
         out.append("  no kernel of A pairs with one of B: use --pair A_KERNEL=B_KERNEL")
+    for side, why in sorted(cmp.incomplete.items()):
+        out.append(f"  run {side} did not finish, {why} (cells only in the other run may be "
+                   "those)")
 
     def section(title: str, changes: list[CellChange]) -> None:
         if not changes:

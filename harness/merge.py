@@ -137,6 +137,7 @@ def _run_info(runs: list[RunDir], names: dict[tuple[int, str], str], argv: list[
             "started_at": info.get("started_at", ""),
             "kernels": [release for release, _ in run.kernels()],
             "results": len(run.records),
+            **({"ending": info["ending"]} if isinstance(info.get("ending"), dict) else {}),
             "machines": {old: new for (j, old), new in names.items() if j == i and old != new},
             **{k: info.get(k, "") for k in ENVIRONMENT},
         })
@@ -174,6 +175,8 @@ def merge(inputs: list[Path], out: Path, argv: list[str], with_report: bool = Tr
     for run in runs:
         if not run.info:
             merged.warnings.append(f"{run.path}: no run.json (its environment is not recorded)")
+        if why := run.incomplete():
+            merged.warnings.append(f"{run.path}: the run did not finish, {why}")
 
     out.mkdir(parents=True, exist_ok=True)
     for (i, old), new in names.items():

@@ -66,6 +66,18 @@ class RunDir:
             seen.setdefault(r.data["kernel"], r.data.get("kernel_spec", ""))
         return list(seen.items())
 
+    def incomplete(self) -> str | None:
+        """Why the run has no result for some of its planned cells (run.json's `ending`:
+        interrupted by a signal, or stopped by a write that failed), None for a run that
+        finished (or an older run.json that does not say)."""
+        ending = self.info.get("ending")
+        if not isinstance(ending, dict) or ending.get("status") in (None, "finished"):
+            return None
+        not_run = ending.get("not_run") or []
+        why = ending.get("signal") or ending.get("error") or ""
+        return (f"{ending['status']}{f' ({why})' if why else ''}: {len(not_run)} planned "
+                "cell(s) did not run")
+
     def shard(self) -> str | None:
         """`I/N` when the run was a `--shard` slice."""
         shard = self.info.get("shard")

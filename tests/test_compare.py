@@ -294,3 +294,17 @@ def test_the_json_view_carries_the_model(tmp_path):
                               "figures_moved": 1, "unchanged": 3}
     assert doc["figures"][0]["percent"] == 100.0
     assert render_text(cmp).count("pids/max-fork") == 2  # the regression and the figure
+
+
+def test_an_interrupted_run_is_said_to_be_so(tmp_path):
+    """Cells an interrupt cut short have no result (issue 17): compare says the run did not
+    finish, so "only in A" is not read as cells that went away."""
+    a = write_run(tmp_path / "a", [result("memory/peak"), result("memory/oom-kill")])
+    b = write_run(tmp_path / "b", [result("memory/peak")], info={"ending": {
+        "status": "interrupted", "signal": "SIGTERM",
+        "not_run": [f"memory/oom-kill [{K61} v2]"]}})
+    cmp = compare(read_run(a), read_run(b))
+    assert cmp.incomplete == {"B": "interrupted (SIGTERM): 1 planned cell(s) did not run"}
+    assert [o.scenario for o in cmp.only_in_a] == ["memory/oom-kill"]
+    assert "run B did not finish, interrupted (SIGTERM): 1 planned cell(s)" in render_text(cmp)
+    assert not cmp.regressed
