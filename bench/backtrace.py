@@ -42,8 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import images, kernels
+from harness.capture import BreakpointSpec, CaptureSession, start_capture
 from harness.channels import CommandResult
-from harness.channels.gdb import GDB, BreakpointSpec, CaptureSession, GdbChannel
+from harness.channels.gdb import GDB, GdbChannel
 from harness.events import EventBus, TerminalPrinter
 from harness.machine import Machine, MachineConfig, detect_accel
 from harness.paths import cache_dir
@@ -176,7 +177,7 @@ def capture(gdb: GdbChannel, vm: Machine, specs: list[BreakpointSpec]
     """All breakpoints at once, count 1, while memhog runs. Every one is filtered to memhog: once
     memhog has exited none can hit any more, so the capture ends with the workload at the latest
     (its stops are all handled before memhog can exit: the guest waits for gdb at each)."""
-    session = gdb.capture(specs, count=1, timeout=CAPTURE_TIMEOUT)
+    session = start_capture(gdb, specs, count=1, timeout=CAPTURE_TIMEOUT)
     start = time.monotonic()
     thread, out = in_background(vm, WORKLOAD)
     thread.join(WORKLOAD_TIMEOUT + 30)

@@ -3,16 +3,17 @@
 The command writes a one-off scenario (a cgroup with the knobs asked for, the workload in it, a
 breakpoint at FUNCTION) into its results directory and runs it through the scenario runner on
 each kernel, so it boots, captures and cleans up exactly as `kharness run` does, and the
-scenario file stays behind to rerun or to edit. It prints the captured backtraces the way gdb
-prints them and, for several kernels, how the call chains differ.
+scenario file stays behind to rerun or to edit. `report()` gives the text of the captured
+backtraces, the way gdb prints them, and for several kernels how the call chains differ; the
+command line (harness/cli.py) prints it.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,10 @@ def write_scenario(req: Request, directory: Path) -> Path:
     return path
 
 
-def report(results: list, req: Request, out=sys.stdout) -> tuple[dict, bool]:
-    """Print the backtraces per kernel and the chain differences; returns the JSON document
-    and whether every kernel gave its backtraces."""
+def report(results: list, req: Request) -> tuple[str, dict, bool]:
+    """The backtraces per kernel and the chain differences as text (what `kharness backtrace`
+    prints), the JSON document, and whether every kernel gave its backtraces."""
+    out = io.StringIO()
     doc: dict[str, Any] = {"function": req.function, "request": command_line(req),
                            "kernels": [], "differences": []}
     firsts: list[tuple[str, Backtrace]] = []
@@ -181,7 +183,7 @@ def report(results: list, req: Request, out=sys.stdout) -> tuple[dict, bool]:
             "added": [f.function for f in d.added], "removed": [f.function for f in d.removed],
             "inlined_changed": [{"function": x.function, "from": x.inlined, "to": y.inlined}
                                 for x, y in d.inlined_changed]})
-    return doc, ok
+    return out.getvalue(), doc, ok
 
 
 def write_json(doc: dict, path: Path) -> None:

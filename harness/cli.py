@@ -403,7 +403,8 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
         results = runner.run()
     order = {k.release: i for i, k in enumerate(kernel_list)}
     results = sorted(results, key=lambda r: order.get(r.kernel, 99))
-    doc, ok = backtrace.report(results, req)
+    text, doc, ok = backtrace.report(results, req)
+    print(text, end="")
     if args.json:
         backtrace.write_json(doc, Path(args.json))
     bus.emit("backtrace.done", f"results in {results_dir} (scenario: {path})")

@@ -4,14 +4,14 @@ scenario goes through the same loader as every file; the checks are fed real gdb
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness import backtrace
-from harness.capture import GdbCapture, Planned
-from harness.channels.gdb import BreakpointSpec, Hit
+from harness.capture import BreakpointSpec, GdbCapture, Hit, Planned
 from harness.events import EventBus
-from harness.frames import parse_gdb_backtrace
+from harness.frames import diff_chains, format_diff, format_gdb, parse_gdb_backtrace
 from harness.scenario import GdbBreakpoint, load
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "backtraces"
@@ -106,3 +106,39 @@ def test_gdb_commands_go_into_the_scenario_and_the_script(tmp_path):
     assert bp.commands == ("lx-dmesg",) and bp.capture == ("$lx_current().comm",)
     argv = backtrace.command_line(req)
     assert argv[argv.index("--gdb-command") + 1] == "lx-dmesg"
+
+
+def test_the_report_is_text_for_the_command_line_to_print(capsys):
+    """What `kharness backtrace` prints, from the results of two kernels and a failed one; the
+    report itself prints nothing (cli.cmd_backtrace does)."""
+    bp = GdbBreakpoint(0, "try_charge_memcg", capture=("nr_pages",))
+    traces = {release: (GOLDEN / f"charge-{release}.handmade.gdb").read_text()
+              for release in ("6.1", "6.12")}
+
+    def result(release: str, backtraces: list, reason: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(kernel=release, kernel_spec=f"debian:{release}", hierarchy="v2",
+                               status="pass" if backtraces else "error", reason=reason,
+                               backtraces=backtraces, checks=[], console_excerpt="")
+    spec = BreakpointSpec(bp.location, comm="memhog")
+    results = []
+    for release, text in traces.items():
+        cap = GdbCapture([], Path("/nonexistent/vmlinux"), 1, release, EventBus())
+        cap.planned = [Planned(bp, spec, None, [Hit(
+            spec, "try_charge_memcg at mm/memcontrol.c:2629", text, parse_gdb_backtrace(text),
+            {"nr_pages": "1"}, "memhog", 100, 0.5, {"lx-dmesg": "[    0.000000] Linux version"})])]
+        results.append(result(release, cap.backtraces()))
+    results.append(result("6.6", [], reason="the machine did not boot"))
+    req = backtrace.Request("try_charge_memcg", ["debian:6.1", "debian:6.12", "debian:6.6"])
+    text, doc, ok = backtrace.report(results, req)
+    assert capsys.readouterr() == ("", "")
+    bts = {r: parse_gdb_backtrace(t) for r, t in traces.items()}
+    expected = "".join(
+        f"== try_charge_memcg on {release} (v2), hit 1 of 1 in memhog[100] after 0.50s\n"
+        f"   nr_pages = 1\n{format_gdb(bts[release])}\n"
+        "(gdb) lx-dmesg\n[    0.000000] Linux version\n" for release in ("6.1", "6.12"))
+    expected += "== try_charge_memcg on 6.6 (v2): no backtrace: the machine did not boot\n"
+    expected += format_diff(diff_chains(bts["6.1"], bts["6.12"]), "6.1", "6.12") + "\n"
+    assert text == expected
+    assert not ok
+    assert [k["kernel"] for k in doc["kernels"]] == ["6.1", "6.12", "6.6"]
+    assert doc["differences"][0]["from"] == "6.1" and doc["differences"][0]["to"] == "6.12"

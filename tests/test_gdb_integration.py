@@ -26,16 +26,10 @@ from pathlib import Path
 import pytest
 
 from harness import frames, images, kernels
+from harness.capture import BreakpointSpec, Hit, start_capture
 from harness.channels import CommandResult
-from harness.channels.gdb import (
-    BreakpointSpec,
-    GdbChannel,
-    GdbError,
-    Hit,
-    gdb_pids,
-    mi_quote,
-    parse_mi_line,
-)
+from harness.channels.gdb import GdbChannel, GdbError, gdb_pids
+from harness.channels.gdbmi import mi_quote, parse_mi_line
 from harness.events import EventBus
 from harness.machine import Machine, MachineConfig
 
@@ -124,7 +118,7 @@ def in_background(vm: Machine, command: str) -> tuple[threading.Thread, dict]:
 def capture_during(gdb: GdbChannel, vm: Machine, specs: list[BreakpointSpec],
                    expressions: list[str], report, label: str, count: int = 1,
                    timeout: float = 120.0) -> list[Hit]:
-    session = gdb.capture(specs, count=count, expressions=expressions, timeout=timeout)
+    session = start_capture(gdb, specs, count=count, expressions=expressions, timeout=timeout)
     thread, out = in_background(vm, WORKLOAD)
     hits = session.wait()
     thread.join(300)
@@ -184,7 +178,7 @@ def test_capture_is_bounded_and_never_hit_is_reported(k61, bus, report):
     with gdb_machine(k61, bus) as vm, GdbChannel(k61.debug_vmlinux, vm.gdb_port,
                                                  bus=bus) as gdb:
         # No filter: try_charge_memcg fires thousands of times; 3 hits, then it is deleted.
-        session = gdb.capture([BreakpointSpec("try_charge_memcg")], count=3, timeout=120)
+        session = start_capture(gdb, [BreakpointSpec("try_charge_memcg")], count=3, timeout=120)
         thread, _ = in_background(vm, WORKLOAD)
         hits = session.wait()
         thread.join(300)
@@ -195,8 +189,8 @@ def test_capture_is_bounded_and_never_hit_is_reported(k61, bus, report):
         # a hot function: a condition that never matches still stops the guest on every call,
         # ~6 ms each, and memhog makes thousands of charges.)
         never = BreakpointSpec("mem_cgroup_out_of_memory", comm="no-such-comm")
-        session = gdb.capture([never, BreakpointSpec("try_charge_memcg", comm="memhog")],
-                              timeout=20)
+        session = start_capture(gdb, [never, BreakpointSpec("try_charge_memcg", comm="memhog")],
+                                timeout=20)
         thread, _ = in_background(vm, WORKLOAD)
         hits = session.wait()
         thread.join(300)
@@ -206,7 +200,7 @@ def test_capture_is_bounded_and_never_hit_is_reported(k61, bus, report):
         assert gdb.command("-break-list").results["BreakpointTable"]["body"] == []
         # An unknown location is an error, and the guest runs on.
         with pytest.raises(GdbError, match="no_such_function_kharness"):
-            gdb.capture([BreakpointSpec("no_such_function_kharness")])
+            start_capture(gdb, [BreakpointSpec("no_such_function_kharness")])
         assert vm.ssh is not None and vm.ssh.run("echo ok", timeout=30).stdout == "ok\n"
 
 
@@ -215,8 +209,8 @@ def test_exception_or_dead_gdb_leaves_the_guest_running(k61, bus):
         # An exception while a capture waits, breakpoints set: they go, the guest runs.
         with pytest.raises(RuntimeError, match="boom"), \
                 GdbChannel(k61.debug_vmlinux, vm.gdb_port, bus=bus) as gdb:
-            session = gdb.capture([BreakpointSpec("try_charge_memcg", comm="memhog")],
-                                  timeout=300)
+            session = start_capture(gdb, [BreakpointSpec("try_charge_memcg", comm="memhog")],
+                                    timeout=300)
             raise RuntimeError("boom")
         assert session.done and session.cancelled
         assert_alive_without_gdb(vm)
@@ -228,7 +222,7 @@ def test_exception_or_dead_gdb_leaves_the_guest_running(k61, bus):
         gdb = GdbChannel(k61.debug_vmlinux, vm.gdb_port, bus=bus)
         gdb.start()
         with gdb._held():
-            gdb._interrupt()
+            gdb.interrupt()
         assert gdb.proc is not None
         os.kill(gdb.proc.pid, signal.SIGKILL)
         gdb.close()

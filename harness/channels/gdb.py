@@ -1,26 +1,31 @@
-"""gdb on the machine's gdbstub: bounded breakpoint captures from a running kernel.
+"""gdb on the machine's gdbstub: the channel (the gdb process, attach, breakpoints, stops).
 
-    with GdbChannel(kernel.debug_vmlinux, vm.gdb_port, bus=bus) as gdb:
-        session = gdb.capture([BreakpointSpec("try_charge_memcg", comm="memhog")],
-                              expressions=["nr_pages"], timeout=60)
-        vm.ssh.run("memhog 64")          # the workload, while the session waits in the background
-        hits = session.wait()
+    with GdbChannel(kernel.debug_vmlinux, vm.gdb_port, bus=bus) as gdb:  # attached, guest runs
+        gdb.function_exists("try_charge_memcg")          # from the symbols, the guest runs on
+        gdb.claim(on_close=session.cancel)               # the command stream is one user's
+        gdb.interrupt()
+        number = gdb.insert_breakpoint("try_charge_memcg", condition)
+        gdb.resume()
+        stop = gdb.wait_stopped(deadline)                # a gdbmi.Stop: reason, bkptno, frame
+        gdb.evaluate("nr_pages"), gdb.cli("bt").console  # the guest is stopped
+        gdb.continue_()
+        ...
+        gdb.release()
 
-gdb is driven through its machine interface (MI3) on pipes: every answer is a typed record
-(`^done`, `*stopped,reason="breakpoint-hit",bkptno="2"`...) instead of screen text, and the
-target runs asynchronously (`mi-async`), so the guest runs freely between hits while gdb waits.
-A small MI parser is here rather than a dependency (pygdbmi would bring its own process
-handling; we need ours: setpriv --pdeathsig, the stop/continue discipline below).
+What to capture at a stop, which stops count and when to stop capturing is harness/capture.py's
+(the memcg capture: BreakpointSpec, CaptureSession); this module only talks gdb.
+
+gdb is driven through its machine interface (MI3, parsed in harness/channels/gdbmi.py) on pipes:
+every answer is a typed record (`^done`, `*stopped,reason="breakpoint-hit",bkptno="2"`...)
+instead of screen text, and the target runs asynchronously (`mi-async`), so the guest runs
+freely between hits while gdb waits.
 
 The discipline:
 - The guest only stops for breakpoint hits and for the short moments when breakpoints are
-  set or removed; it is continued after each. A capture is bounded: each breakpoint is deleted
-  (by the number in its stop record: `disable $bpnum` would hit the newest breakpoint) once it
-  has `count` hits, and the whole capture has a deadline. Conditions (the current task's comm,
-  the memcg's cgroup, functions on the call chain) are evaluated by gdb: a stop that does not
-  match prints nothing but still costs ~5 ms under TCG. Measured on 6.1: memhog 64 in a 32M
-  cgroup runs 0.24 s, and 40 s with a try_charge_memcg breakpoint whose condition never
-  matches. Put breakpoints with filters that may never match on cold functions.
+  set or removed; it is continued after each. A stop whose breakpoint condition (evaluated by
+  gdb) does not match prints nothing but still costs ~5 ms under TCG. Measured on 6.1: memhog
+  64 in a 32M cgroup runs 0.24 s, and 40 s with a try_charge_memcg breakpoint whose condition
+  never matches. Put breakpoints with conditions that may never match on cold functions.
 - At exit, whatever happened: breakpoints deleted, gdb detached (QEMU's stub then drops its
   breakpoints and resumes the guest), gdb quit, then killed if it lingers. If gdb died or hung
   while the guest was stopped (QEMU then keeps it paused), a remote-protocol detach sent to
@@ -48,20 +53,16 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from ..events import EventBus
 from ..hostcmd import pids_of
 from ..paths import cache_dir
-
-if TYPE_CHECKING:
-    from ..frames import Backtrace
+from .gdbmi import MIRecord, MIResult, Stop, mi_quote, parse_mi_line
 
 GDB = "gdb"
-CALLER_DEPTH = 40  # frames searched by BreakpointSpec.callers
 
 # What gdb is told before it loads anything. `set auto-load off`: no .gdbinit or python scripts
 # from the kernel tree; debuginfod would go to the network.
@@ -86,256 +87,13 @@ class GdbError(RuntimeError):
     """gdb could not do what was asked (start, load, attach, set a breakpoint...)."""
 
 
-# --- the machine interface: records --------------------------------------------------------------
+class BreakpointError(GdbError):
+    """gdb refused a breakpoint; `reason` is gdb's message."""
 
-@dataclass(frozen=True)
-class MIRecord:
-    """One line of gdb's MI output.
-
-    kind: `result` (^), `exec` (*), `status` (+), `notify` (=), `console` (~), `target` (@),
-    `log` (&), `prompt` ((gdb)) or `other` (not MI: e.g. a warning gdb wrote to stderr).
-    """
-
-    kind: str
-    token: int | None = None
-    cls: str = ""  # done, running, connected, error, exit / stopped, running / ...
-    results: dict[str, Any] = field(default_factory=dict)
-    text: str = ""  # the stream text, or the raw line for `other`
-
-
-_PREFIX = {"^": "result", "*": "exec", "+": "status", "=": "notify"}
-_STREAMS = {"~": "console", "@": "target", "&": "log"}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "a": "\a", "b": "\b",
-            "f": "\f", "v": "\v", "e": "\x1b"}
-
-
-def parse_mi_line(line: str) -> MIRecord:
-    """Parse one MI output line (without its newline). Lines that are not MI give `other`."""
-    line = line.rstrip("\r\n")
-    if line.strip() == "(gdb)":
-        return MIRecord("prompt")
-    pos = 0
-    while pos < len(line) and line[pos].isdigit():
-        pos += 1
-    token = int(line[:pos]) if pos else None
-    if pos >= len(line):
-        return MIRecord("other", text=line)
-    mark = line[pos]
-    try:
-        if mark in _STREAMS and token is None:
-            text, end = _parse_cstring(line, pos + 1)
-            if end == len(line):
-                return MIRecord(_STREAMS[mark], text=text)
-        elif mark in _PREFIX:
-            rest = line[pos + 1:]
-            cls, _, tail = rest.partition(",")
-            if cls and all(c.isalnum() or c in "-_" for c in cls):
-                results, end = _parse_results(tail, 0, "") if tail else ({}, 0)
-                if end == len(tail):
-                    return MIRecord(_PREFIX[mark], token, cls, results)
-    except (ValueError, IndexError):
-        pass
-    return MIRecord("other", text=line)
-
-
-def _parse_cstring(s: str, pos: int) -> tuple[str, int]:
-    if s[pos] != '"':
-        raise ValueError(f"expected a string at {pos}")
-    pos += 1
-    out = bytearray()
-    while True:
-        c = s[pos]
-        if c == '"':
-            return out.decode("utf-8", errors="replace"), pos + 1
-        if c == "\\":
-            e = s[pos + 1]
-            if e in "01234567":  # gdb escapes bytes it will not print as \ooo
-                digits = e
-                while len(digits) < 3 and s[pos + 1 + len(digits)] in "01234567":
-                    digits += s[pos + 1 + len(digits)]
-                out.append(int(digits, 8) & 0xFF)
-                pos += 1 + len(digits)
-                continue
-            out += _ESCAPES.get(e, e).encode()
-            pos += 2
-            continue
-        out += c.encode()
-        pos += 1
-
-
-def _parse_value(s: str, pos: int) -> tuple[Any, int]:
-    c = s[pos]
-    if c == '"':
-        return _parse_cstring(s, pos)
-    if c == "{":
-        if s[pos + 1] == "}":
-            return {}, pos + 2
-        results, pos = _parse_results(s, pos + 1, "}")
-        return results, pos + 1
-    if c == "[":
-        if s[pos + 1] == "]":
-            return [], pos + 2
-        items: list[Any] = []
-        pos += 1
-        while True:
-            if s[pos] in '"{[':
-                value, pos = _parse_value(s, pos)
-            else:  # a list of results (`[frame={...},frame={...}]`): keep the values
-                _, value, pos = _parse_result(s, pos)
-            items.append(value)
-            if s[pos] == ",":
-                pos += 1
-                continue
-            if s[pos] == "]":
-                return items, pos + 1
-            raise ValueError(f"bad list at {pos}")
-    raise ValueError(f"bad value at {pos}")
-
-
-def _parse_result(s: str, pos: int) -> tuple[str, Any, int]:
-    eq = s.index("=", pos)
-    name = s[pos:eq]
-    value, pos = _parse_value(s, eq + 1)
-    return name, value, pos
-
-
-def _parse_results(s: str, pos: int, closer: str) -> tuple[dict[str, Any], int]:
-    out: dict[str, Any] = {}
-    while True:
-        name, value, pos = _parse_result(s, pos)
-        if name in out:  # MI2 repeats keys (bkpt={..},{..}); keep them all
-            prev = out[name]
-            out[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
-        else:
-            out[name] = value
-        if pos >= len(s) or s[pos] == closer:
-            return out, pos
-        if s[pos] != ",":
-            raise ValueError(f"expected ',' at {pos}")
-        pos += 1
-
-
-def mi_quote(text: str) -> str:
-    """An MI command argument as a C string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-@dataclass(frozen=True)
-class MIResult:
-    """The answer to one MI command: its result record and the stream output before it."""
-
-    cls: str
-    results: dict[str, Any]
-    console: str  # `~` output (what a CLI command printed)
-    log: str  # `&` output (errors and echoes)
-
-    @property
-    def error(self) -> str | None:
-        return self.results.get("msg", "error") if self.cls == "error" else None
-
-
-# --- what a capture asks and gives back ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class BreakpointSpec:
-    """Where to stop and for whom. `location`: a function or FILE:LINE. `comm`: only when the
-    current task's comm is this. `cgroup`: only when the memcg being charged (a `memcg`
-    variable at the location, else the current task's memory cgroup) is a cgroup whose leaf
-    name is the last component of this path (best effort: the leaf name, not the whole path).
-    `callers`: only when all these functions (inlined ones count) are on the call chain within
-    CALLER_DEPTH frames. memhog's first charges are exec's page tables, and under
-    do_anonymous_page the page table comes before the folio: ("__mem_cgroup_charge",
-    "do_anonymous_page") is the anonymous folio charge. gdb unwinds for it on every stop that
-    passed the other filters, so it costs more than they do."""
-
-    location: str
-    comm: str | None = None
-    cgroup: str | None = None
-    callers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One captured stop."""
-
-    breakpoint: BreakpointSpec
-    location: str  # where it stopped: "try_charge_memcg at mm/memcontrol.c:2632"
-    raw_bt: str  # gdb's `bt` output, as printed
-    backtrace: Backtrace | None  # raw_bt parsed by harness.frames; None if it could not be
-    values: dict[str, str]  # expression -> value, or "<error: ...>"
-    comm: str | None
-    pid: int | None
-    elapsed: float  # seconds since the capture started
-    outputs: dict[str, str] = field(default_factory=dict)  # gdb command -> what it printed
-
-
-# A command's output kept per hit: its last lines (lx-dmesg prints the whole log buffer).
-OUTPUT_LINES = 200
-
-
-class CaptureSession:
-    """A capture running in the background; `wait()` for its hits."""
-
-    def __init__(self, channel: GdbChannel, breakpoints: dict[int, BreakpointSpec], count: int,
-                 expressions: Sequence[str], timeout: float,
-                 commands: Sequence[str] = ()) -> None:
-        self._channel = channel
-        self._by_number = breakpoints  # gdb breakpoint number -> spec
-        self.breakpoints = list(dict.fromkeys(breakpoints.values()))
-        self.count = count
-        self.expressions = list(expressions)
-        self.commands = list(commands)
-        self.timeout = timeout
-        self.hits: list[Hit] = []
-        self.counts: dict[int, int] = dict.fromkeys(breakpoints, 0)
-        self.errors: list[str] = []
-        self.timed_out = False
-        self.cancelled = False
-        self.started = 0.0
-        self.finished = 0.0
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._done = threading.Event()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    @property
-    def missed(self) -> list[BreakpointSpec]:
-        """Breakpoints that never hit."""
-        hit = {h.breakpoint for h in self.hits}
-        return [b for b in self.breakpoints if b not in hit]
-
-    @property
-    def incomplete(self) -> list[BreakpointSpec]:
-        """Breakpoints with fewer than `count` hits."""
-        return [spec for number, spec in self._by_number.items()
-                if self.counts[number] < self.count]
-
-    @property
-    def first_hit_seconds(self) -> float | None:
-        return self.hits[0].elapsed if self.hits else None
-
-    def wait(self, timeout: float | None = None) -> list[Hit]:
-        """Block until every breakpoint has `count` hits or the capture's deadline passed (the
-        guest is running again and the breakpoints are gone by then); the hits so far."""
-        limit = timeout
-        if limit is None and self.started:
-            limit = max(0.0, self.started + self.timeout - time.monotonic()) + 60.0
-        self._done.wait(limit)
-        if not self._done.is_set():
-            raise GdbError(f"capture did not finish within {limit:.0f}s (gdb not answering)")
-        return list(self.hits)
-
-    def cancel(self) -> None:
-        """Stop capturing now (the breakpoints are removed, the guest continued)."""
-        self._cancel.set()
-        self._channel._wake()
-
-    def __repr__(self) -> str:
-        return (f"<CaptureSession {[b.location for b in self.breakpoints]} "
-                f"hits={len(self.hits)} done={self.done} timed_out={self.timed_out}>")
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot set a breakpoint at {location}: {reason}")
+        self.location = location
+        self.reason = reason
 
 
 # --- the channel -----------------------------------------------------------------------------------
@@ -377,11 +135,12 @@ class GdbChannel:
         self.connected = False
         self.running = False  # the guest runs (as gdb last reported)
         self._records: queue.Queue[MIRecord] = queue.Queue()
-        self._stops: deque[MIRecord] = deque()  # *stopped records seen while a command waited
+        self._stops: deque[Stop] = deque()  # *stopped records seen while a command waited
         self._token = 0
         self._write_lock = threading.Lock()
         self._busy = threading.Lock()  # one user of the command stream at a time
-        self._session: CaptureSession | None = None
+        self._on_close: Callable[[], None] | None = None  # how close() stops a claim's holder
+        self._released = threading.Event()  # set when a claim() is released
         self._reader: threading.Thread | None = None
         self._log: Any = None
         self._closed = False
@@ -449,9 +208,9 @@ class GdbChannel:
             raise GdbError(f"gdb could not attach to the gdbstub on {self.host}:{self.port}: "
                            f"{r.error} (was the machine started with MachineConfig.gdb=True?)")
         self.connected = True
-        self._wait_stopped(time.monotonic() + self.command_timeout)
+        self.wait_stopped(time.monotonic() + self.command_timeout)
         self._check_task_expression()
-        self._resume()
+        self.resume()
         self.attach_seconds = time.monotonic() - start
         self.bus.emit("gdb.attached", f"gdb attached to {self.host}:{self.port} in "
                       f"{self.attach_seconds:.2f}s", seconds=self.attach_seconds)
@@ -470,17 +229,17 @@ class GdbChannel:
         if self._closed:
             return
         self._closed = True
-        session = self._session
-        if session is not None and not session.done:
-            session.cancel()
-            session._done.wait(30)
+        on_close = self._on_close
+        if on_close is not None:  # a capture holds the stream: stop it, let it clean up
+            on_close()
+            self._released.wait(30)
         detached = not self.connected
         proc = self.proc
         if proc is not None and proc.poll() is None and self.connected:
             acquired = self._busy.acquire(timeout=30)
             try:
                 if self.running:
-                    self._interrupt(timeout=10)
+                    self.interrupt(timeout=10)
                 self.command("-break-delete", timeout=10)
                 r = self.command("-target-detach", timeout=10)
                 detached = r.cls == "done"
@@ -549,7 +308,8 @@ class GdbChannel:
             self._records.put(rec)
         self._records.put(MIRecord("eof"))
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Make a `wait_stopped` that is waiting now (or the next one) return None."""
         self._records.put(_WAKE)
 
     def _send(self, text: str) -> int:
@@ -597,7 +357,7 @@ class GdbChannel:
             elif rec.kind == "log":
                 log.append(rec.text)
             elif rec.kind == "exec" and rec.cls == "stopped":
-                self._stops.append(rec)
+                self._stops.append(Stop.from_record(rec))
             elif rec.kind == "result" and rec.token == token:
                 result = MIResult(rec.cls, rec.results, "".join(console), "".join(log))
                 if check and result.error:
@@ -608,8 +368,10 @@ class GdbChannel:
         """A CLI command (`bt`, `print x`...) through MI; its printed text is `.console`."""
         return self.command(f"-interpreter-exec console {mi_quote(line)}", timeout, check)
 
-    def _wait_stopped(self, deadline: float | None) -> MIRecord | None:
-        """The next `*stopped` record, or None at the deadline or when woken (cancel)."""
+    # --- stops and continues ----------------------------------------------------------------
+
+    def wait_stopped(self, deadline: float | None) -> Stop | None:
+        """The next `*stopped` record, or None at the deadline or when woken (`wake`)."""
         if self._stops:
             return self._stops.popleft()
         while True:
@@ -620,25 +382,25 @@ class GdbChannel:
                 self._records.put(rec)
                 raise GdbError("gdb exited")
             if rec.kind == "exec" and rec.cls == "stopped":
-                return rec
+                return Stop.from_record(rec)
             if rec.kind == "notify" and rec.cls == "thread-group-exited":
                 raise GdbError("the gdbstub connection closed (QEMU exited?)")
 
-    def _interrupt(self, timeout: float = 10.0) -> MIRecord | None:
+    def interrupt(self, timeout: float = 10.0) -> Stop | None:
         """Stop the guest (if it runs) and return the stop record."""
         if not self.running:
             return self._stops.popleft() if self._stops else None
         r = self.command("-exec-interrupt", timeout=timeout)
         deadline = time.monotonic() + timeout
-        stop = self._wait_stopped(deadline)
+        stop = self.wait_stopped(deadline)
         while stop is None and time.monotonic() < deadline:  # woken by a cancel: keep waiting
-            stop = self._wait_stopped(deadline)
+            stop = self.wait_stopped(deadline)
         if stop is None:
             raise GdbError(f"the guest did not stop within {timeout:.0f}s of -exec-interrupt "
                            f"({r.error or 'no stop record'})")
         return stop
 
-    def _resume(self, settle: float = 0.0) -> None:
+    def resume(self, settle: float = 0.0) -> None:
         """Continue the guest; with `settle`, continue again if a stray stop (an interrupt that
         crossed a breakpoint hit) arrives within that many seconds."""
         self._stops.clear()
@@ -647,12 +409,30 @@ class GdbChannel:
             raise GdbError(f"gdb could not continue the guest: {r.error}")
         end = time.monotonic() + settle
         while settle and time.monotonic() < end:
-            stop = self._wait_stopped(end)
+            stop = self.wait_stopped(end)
             if stop is None:
                 break
-            self.bus.emit("debug.gdb", f"stray stop ({stop.results.get('reason', '?')}): "
-                          "continuing")
+            self.bus.emit("debug.gdb", f"stray stop ({stop.reason or '?'}): continuing")
             self.command("-exec-continue")
+
+    def continue_(self) -> MIResult:
+        """`-exec-continue` after a stop, its answer as it is (a failure shows at the next
+        `wait_stopped`)."""
+        return self.command("-exec-continue")
+
+    # --- breakpoints -------------------------------------------------------------------------
+
+    def insert_breakpoint(self, location: str, condition: str | None = None) -> int:
+        """Set a breakpoint (with a gdb condition: it stops only when that is true); its
+        number. The guest must be stopped. Raises BreakpointError with gdb's reason."""
+        cmd = "-break-insert " + (f"-c {mi_quote(condition)} " if condition else "")
+        r = self.command(cmd + mi_quote(location))
+        if r.error:
+            raise BreakpointError(location, r.error)
+        return int(r.results["bkpt"]["number"])
+
+    def delete_breakpoint(self, number: int) -> None:
+        self.command(f"-break-delete {number}")
 
     # --- the kernel's current task ---------------------------------------------------------------
 
@@ -695,188 +475,22 @@ class GdbChannel:
         finally:
             self._busy.release()
 
-    # --- capture ---------------------------------------------------------------------------------
-
-    def _condition(self, spec: BreakpointSpec, memcg_var: bool) -> str | None:
-        task = self.current_task
-        terms = []
-        if spec.comm:
-            terms.append(f"$_streq({task}->comm, {_c_string(spec.comm[:15])})")
-        if spec.cgroup:
-            leaf = spec.cgroup.rstrip("/").rsplit("/", 1)[-1] or "/"
-            memcg = ("memcg" if memcg_var else
-                     f"((struct mem_cgroup *){task}->cgroups->subsys[memory_cgrp_id])")
-            terms.append(f"$_streq({memcg}->css.cgroup->kn->name, {_c_string(leaf)})")
-        for caller in spec.callers:
-            terms.append(f"$_any_caller_is({_c_string(caller)}, {CALLER_DEPTH})")
-        return " && ".join(terms) or None
-
-    def _insert(self, spec: BreakpointSpec) -> int:
-        errors = []
-        for memcg_var in ((True, False) if spec.cgroup else (True,)):
-            cond = self._condition(spec, memcg_var)
-            cmd = "-break-insert " + (f"-c {mi_quote(cond)} " if cond else "")
-            r = self.command(cmd + mi_quote(spec.location))
-            if not r.error:
-                return int(r.results["bkpt"]["number"])
-            errors.append(r.error)
-            if "memcg" not in r.error:
-                break
-        raise GdbError(f"cannot set a breakpoint at {spec.location} in {self.vmlinux.name}: "
-                       f"{'; '.join(errors)}")
-
-    def capture(self, breakpoints: Sequence[BreakpointSpec], count: int = 1,
-                expressions: Sequence[str] = (), timeout: float = 60.0,
-                commands: Sequence[str] = ()) -> CaptureSession:
-        """Stop the guest, set the breakpoints, continue it, and capture in the background:
-        on each of the first `count` hits of each breakpoint, `bt`, the expressions and the
-        current task, the output of the gdb `commands` (`lx-dmesg`...); then that breakpoint
-        is deleted. Returns at once: run the workload,
-        then `wait()`. Raises GdbError (with the guest running again) when a location does
-        not resolve: check with `function_exists` first."""
-        if not breakpoints:
-            raise ValueError("capture needs at least one breakpoint")
-        if count < 1:
-            raise ValueError("count must be at least 1")
+    def claim(self, on_close: Callable[[], None]) -> None:
+        """Take the command stream for a user that runs in the background (a capture) until
+        it calls `release()`, from whichever thread. `close()` calls `on_close` (which should
+        make the user finish: `wake()` it) and waits for the release, at most 30 s."""
         if not self._busy.acquire(timeout=self.command_timeout):
             raise GdbError("gdb is busy with another capture")
-        numbers: dict[int, BreakpointSpec] = {}
-        try:
-            self._interrupt()
-            for spec in breakpoints:
-                numbers[self._insert(spec)] = spec
-            session = CaptureSession(self, numbers, count, expressions, timeout, commands)
-            self._session = session
-            self.bus.emit("gdb.capture", "capturing " + ", ".join(
-                b.location + (f" (comm {b.comm})" if b.comm else "") for b in breakpoints)
-                + f": {count} hit(s) each, {timeout:.0f}s at most")
-            self._resume()
-            session.started = time.monotonic()
-        except BaseException:
-            try:
-                for number in numbers:
-                    self.command(f"-break-delete {number}")
-                if self.connected and not self.running:
-                    self._resume()
-            except GdbError:
-                pass
-            self._busy.release()
-            raise
-        session._thread = threading.Thread(target=self._capture_loop, args=(session,),
-                                           name="gdb-capture", daemon=True)
-        session._thread.start()
-        return session
+        self._released.clear()
+        self._on_close = on_close
 
-    def _capture_loop(self, session: CaptureSession) -> None:
-        deadline = session.started + session.timeout
-        remaining = set(session.counts)
-        try:
-            while remaining and not session._cancel.is_set():
-                stop = self._wait_stopped(deadline)
-                if stop is None:
-                    if session._cancel.is_set():
-                        break
-                    if time.monotonic() >= deadline:
-                        session.timed_out = True
-                        break
-                    continue
-                number = _int(stop.results.get("bkptno"))
-                if stop.results.get("reason") == "breakpoint-hit" and number in remaining:
-                    hit = self._record_hit(session, number, stop)
-                    if hit is not None:
-                        session.hits.append(hit)
-                        session.counts[number] += 1
-                        self.bus.emit("gdb.hit", f"hit {hit.location} in {hit.comm}[{hit.pid}]"
-                                      f" after {hit.elapsed:.2f}s", elapsed=hit.elapsed,
-                                      location=hit.location, comm=hit.comm, pid=hit.pid)
-                        if session.counts[number] >= session.count:
-                            self.command(f"-break-delete {number}")
-                            remaining.discard(number)
-                elif stop.results.get("reason") in ("exited", "exited-signalled",
-                                                    "exited-normally"):
-                    raise GdbError("the target went away (QEMU exited?)")
-                if remaining and not session._cancel.is_set():
-                    self.command("-exec-continue")
-            session.cancelled = session._cancel.is_set()
-            # Done, timed out or cancelled: the breakpoints go, the guest runs on. An interrupt
-            # can cross a breakpoint hit: then a second stop may follow the continue.
-            interrupted = self.running
-            if interrupted:
-                self._interrupt()
-            for number in remaining:
-                self.command(f"-break-delete {number}")
-            self._resume(settle=0.3 if interrupted else 0.0)
-        except Exception as exc:  # noqa: BLE001 - recorded; close() resumes the guest
-            session.errors.append(str(exc))
-            self.bus.emit("gdb.error", f"capture failed: {exc}")
-        finally:
-            session.finished = time.monotonic()
-            self._session = None
-            self._busy.release()
-            session._done.set()
-            missed = ", ".join(b.location for b in session.missed)
-            self.bus.emit("gdb.captured", f"captured {len(session.hits)} hit(s) in "
-                          f"{session.finished - session.started:.1f}s"
-                          + (f"; never hit: {missed}" if missed else ""),
-                          hits=len(session.hits), missed=[b.location for b in session.missed])
-
-    def _record_hit(self, session: CaptureSession, number: int, stop: MIRecord) -> Hit | None:
-        elapsed = time.monotonic() - session.started
-        spec = session._by_number[number]
-        task = self.current_task
-        comm = self.evaluate(f"{task}->comm")
-        comm = comm[1:-1] if comm.startswith('"') and comm.endswith('"') else None
-        if spec.comm and comm is not None and comm != spec.comm[:15]:
-            return None  # the condition failed to evaluate and gdb stopped anyway
-        pid = _int(self.evaluate(f"{task}->pid"))
-        values = {expr: self.evaluate(expr) for expr in session.expressions}
-        raw = self.cli("bt").console
-        outputs = {}
-        for command in session.commands:
-            r = self.cli(command, timeout=self.command_timeout)
-            text = r.console.rstrip("\n") if not r.error else f"<error: {r.error}>"
-            lines = text.splitlines()
-            if len(lines) > OUTPUT_LINES:
-                text = "\n".join([f"[... {len(lines) - OUTPUT_LINES} earlier lines]",
-                                  *lines[-OUTPUT_LINES:]])
-            outputs[command] = text
-        return Hit(breakpoint=spec, location=_where(stop.results.get("frame", {})), raw_bt=raw,
-                   backtrace=_parse_backtrace(raw, comm, pid, values), values=values,
-                   comm=comm, pid=pid, elapsed=elapsed, outputs=outputs)
+    def release(self) -> None:
+        self._on_close = None
+        self._busy.release()
+        self._released.set()
 
 
-# --- helpers --------------------------------------------------------------------------------------
-
-def _c_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _where(frame: dict[str, Any]) -> str:
-    func = frame.get("func", "??")
-    if frame.get("file") and frame.get("line"):
-        return f"{func} at {frame['file']}:{frame['line']}"
-    return f"{func} ({frame.get('addr', '?')})"
-
-
-def _parse_backtrace(raw: str, comm: str | None, pid: int | None,
-                     values: dict[str, str]) -> Backtrace | None:
-    try:
-        from .. import frames
-    except ImportError:
-        return None
-    try:
-        bt = frames.parse_gdb_backtrace(raw)
-    except ValueError:
-        return None
-    return replace(bt, comm=comm, pid=pid, values=dict(values))
-
+# --- the stub directly ----------------------------------------------------------------------------
 
 def _rsp_packet(payload: str) -> bytes:
     return f"${payload}#{sum(payload.encode()) % 256:02x}".encode()
