@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cgroups.knobs import METRICS
-from .figures import figures
-from .results import ERROR, FAIL, PASS, SKIP, ScenarioResult
-from .rundir import RunDirError, read_run, to_result
-from .units import format_size
+from ..cgroups.knobs import METRICS
+from ..figures import figures
+from ..results import ERROR, FAIL, PASS, SKIP, ScenarioResult
+from ..rundir import RunDirError, read_run, to_result
+from ..units import format_size
 
 FORMATS = ("html", "md", "json")
 DEFAULT_TOLERANCE = 10.0  # percent

@@ -1,0 +1,3 @@
+"""`kharness report`: the model and its renderers (model.py, for now one module)."""
+
+from .model import *
