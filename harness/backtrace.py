@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .frames import Backtrace, diff_chains, format_diff
+from .results import ScenarioResult
 
 # Without --caller, the first try_charge_memcg a fresh memhog reaches is exec's page-table
 # charge: the page fault's anonymous folio charge is what people chase.
@@ -143,7 +144,7 @@ def write_scenario(req: Request, directory: Path) -> Path:
     return path
 
 
-def report(results: list, req: Request) -> tuple[str, dict, bool]:
+def report(results: list[ScenarioResult], req: Request) -> tuple[str, dict, bool]:
     """The backtraces per kernel and the chain differences as text (what `kharness backtrace`
     prints), the JSON document, and whether every kernel gave its backtraces."""
     out = io.StringIO()
@@ -153,28 +154,28 @@ def report(results: list, req: Request) -> tuple[str, dict, bool]:
     ok = True
     for r in results:
         entry = {"kernel": r.kernel, "kernel_spec": r.kernel_spec, "hierarchy": r.hierarchy,
-                 "status": r.status, "reason": r.reason, "backtraces": r.backtraces}
+                 "status": r.status.value, "reason": r.reason,
+                 "backtraces": [b.to_dict() for b in r.backtraces]}
         doc["kernels"].append(entry)
         head = f"== {req.function} on {r.kernel} ({r.hierarchy})"
         if not r.backtraces:
             ok = False
             why = r.reason or "; ".join(
-                f"{c['description']}: {c['skipped_reason'] or c['observed']}"
-                for c in r.checks if not c["passed"]) or "no hit"
+                f"{c.description}: {c.skipped_reason or c.observed}"
+                for c in r.checks if not c.passed) or "no hit"
             print(f"{head}: no backtrace: {why}", file=out)
             if r.console_excerpt:
                 print(r.console_excerpt[-2000:], file=out)
             continue
         for b in r.backtraces:
-            print(f"{head}, hit {b['hit'] + 1} of {len(r.backtraces)} in {b['comm']}[{b['pid']}] "
-                  f"after {b['elapsed']:.2f}s", file=out)
-            if b["values"]:
-                print("   " + ", ".join(f"{k} = {v}" for k, v in b["values"].items()), file=out)
-            print(b["text"], file=out)
-            for command, output in (b.get("outputs") or {}).items():
+            print(f"{head}, hit {b.hit + 1} of {len(r.backtraces)} in {b.comm}[{b.pid}] "
+                  f"after {b.elapsed:.2f}s", file=out)
+            if b.values:
+                print("   " + ", ".join(f"{k} = {v}" for k, v in b.values.items()), file=out)
+            print(b.text, file=out)
+            for command, output in b.outputs.items():
                 print(f"(gdb) {command}\n{output}", file=out)
-        first = r.backtraces[0]
-        firsts.append((r.kernel, Backtrace.from_dict({"source": "gdb", **first})))
+        firsts.append((r.kernel, r.backtraces[0].chain()))
     for (ka, a), (kb, b) in itertools.pairwise(firsts):
         d = diff_chains(a, b)
         print(format_diff(d, ka, kb), file=out)

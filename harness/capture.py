@@ -39,6 +39,7 @@ from .channels.gdbmi import Stop
 from .checks import Check
 from .events import EventBus
 from .frames import Backtrace, base_function, format_gdb, missing_in_order, parse_gdb_backtrace
+from .results import CapturedBacktrace
 from .scenario import GdbBreakpoint
 
 # Seconds the capture keeps going after the last step ended (hits still in flight: an OOM kill
@@ -417,24 +418,20 @@ class GdbCapture:
 
     # --- results --------------------------------------------------------------------------
 
-    def backtraces(self) -> list[dict]:
+    def backtraces(self) -> list[CapturedBacktrace]:
         """Every captured hit as data: which breakpoint, where, the task, the values, the
         frames (function, args, file, line, inlined) and gdb's text."""
         out = []
         for p in self.planned:
             for n, hit in enumerate(p.hits):
-                entry = {
-                    "breakpoint": p.bp.index, "location": p.bp.location, "hit": n,
-                    "stopped_at": hit.location, "comm": hit.comm, "pid": hit.pid,
-                    "elapsed": round(hit.elapsed, 3), "values": dict(hit.values),
-                    "outputs": dict(hit.outputs),
-                    "text": format_gdb(hit.backtrace) if hit.backtrace else hit.raw_bt,
-                    "raw": hit.raw_bt,
-                }
-                entry.update({"frames": hit.backtrace.to_dict()["frames"] if hit.backtrace
-                              else [], "truncated_at": hit.backtrace.truncated_at
-                              if hit.backtrace else None})
-                out.append(entry)
+                bt = hit.backtrace
+                out.append(CapturedBacktrace(
+                    breakpoint=p.bp.index, location=p.bp.location, hit=n,
+                    stopped_at=hit.location, comm=hit.comm, pid=hit.pid,
+                    elapsed=round(hit.elapsed, 3), values=dict(hit.values),
+                    outputs=dict(hit.outputs), text=format_gdb(bt) if bt else hit.raw_bt,
+                    raw=hit.raw_bt, frames=bt.frames if bt else (),
+                    truncated_at=bt.truncated_at if bt else None))
         return out
 
     def checks(self) -> list[Check]:

@@ -8,45 +8,24 @@ comes back says what was expected and what was seen in the scenario's own units:
 Values are interpreted with harness/units.py: sizes are powers of 1024 (`32M` = 33554432),
 numeric strings read from cgroup files are numbers, `max` is larger than any number,
 anything else is a word compared as written (`SIGKILL`, `EINVAL`, `FROZEN`).
+
+Check is a result record: it is defined with the other result types in harness/results.py
+(the bottom floor, which knows nothing of scenarios) and re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import signal
-from dataclasses import dataclass
 from typing import Any
 
+from .results import Check
 from .scenario import BYTE_METRICS, ROOT, Expectation
 from .units import format_size, parse_size, parse_tolerance, parse_value
 
 Observed = int | float | str | None
 
-
-@dataclass(frozen=True)
-class Check:
-    """The outcome of one expectation. A skipped check has `skipped_reason` and `passed` False:
-    it is neither a pass nor a failure."""
-
-    description: str  # "metric oom_kill of hog >= 1"
-    expected: str  # "oom_kill >= 1", "peak approx 32M ±10%"
-    observed: str  # "0", "33554432 (32M)"; "" when skipped
-    passed: bool
-    skipped_reason: str | None = None
-
-    @property
-    def status(self) -> str:
-        """pass, fail or skip."""
-        if self.skipped_reason is not None:
-            return "skip"
-        return "pass" if self.passed else "fail"
-
-    @property
-    def message(self) -> str:
-        """One line for a report or a JUnit failure."""
-        if self.skipped_reason is not None:
-            return f"skipped: {self.skipped_reason}"
-        return f"expected {self.expected}, observed {self.observed}"
+__all__ = ["Check", "Observed", "describe", "evaluate", "expected_text", "skip"]
 
 
 def evaluate(expectation: Expectation, observed: Observed, reason: str | None = None) -> Check:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .figures import figures
 from .report import figure, format_value
+from .results import ERROR, FAIL, PASS, SKIP, ScenarioResult, Status
 from .rundir import Record, RunDir, RunDirError
 
 DEFAULT_THRESHOLD = 20.0  # percent
@@ -46,7 +47,7 @@ DEFAULT_THRESHOLD = 20.0  # percent
 FLOORS: dict[str, float] = {"count": 1.0, "number": 1.0, "bytes": float(1 << 20),
                             "bytes/s": float(64 << 10), "seconds": 0.5, "percent": 5.0}
 
-FAILING = ("fail", "error")
+FAILING = (FAIL, ERROR)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class CellChange:
     hierarchy: str
     kernel_a: str
     kernel_b: str
-    before: str  # status in RUN_A
-    after: str  # status in RUN_B
+    before: Status  # in RUN_A
+    after: Status  # in RUN_B
     detail: str = ""  # the failure, or the skip reason, that explains the change
 
     def where(self) -> str:
@@ -79,7 +80,7 @@ class OnlyIn:
     scenario: str
     kernel: str
     hierarchy: str
-    status: str
+    status: Status
 
 
 @dataclass(frozen=True)
@@ -213,15 +214,13 @@ def figure_moved(before: float, after: float, threshold: float, floor: float) ->
     return before == 0 or delta / abs(before) * 100 > threshold
 
 
-def _failure(data: dict) -> str:
-    if data["status"] == "error":
-        kind = data.get("failure_kind") or "error"
-        return f"{kind}: {data.get('reason', '')}"
-    if data["status"] == "fail":
-        return "; ".join(f"{c.get('description')}: expected {c.get('expected')}, observed "
-                         f"{c.get('observed')}" for c in data.get("checks") or []
-                         if not c.get("passed") and not c.get("skipped_reason"))
-    return data.get("reason", "")
+def _failure(r: ScenarioResult) -> str:
+    if r.status == ERROR:
+        return f"{r.failure_kind or 'error'}: {r.reason}"
+    if r.status == FAIL:
+        return "; ".join(f"{c.description}: expected {c.expected}, observed {c.observed}"
+                         for c in r.failed_checks())
+    return r.reason
 
 
 def compare(run_a: RunDir, run_b: RunDir, threshold: float = DEFAULT_THRESHOLD,
@@ -238,47 +237,46 @@ def compare(run_a: RunDir, run_b: RunDir, threshold: float = DEFAULT_THRESHOLD,
             cmp.incomplete[side] = why
     to_b = {p.a: p.b for p in kernel_pairs}
     compared_b = set(to_b.values())
-    b_cells = {(r.data["scenario"], r.data["kernel"], r.data["hierarchy"]): r
+    b_cells = {(r.result.scenario, r.result.kernel, r.result.hierarchy): r
                for r in run_b.records}
     matched: set[tuple[str, str, str]] = set()
     for ra in run_a.records:
-        a = ra.data
-        if pairs and a["kernel"] not in to_b:
+        a = ra.result
+        if pairs and a.kernel not in to_b:
             continue
-        key_b = (a["scenario"], to_b.get(a["kernel"], ""), a["hierarchy"])
+        key_b = (a.scenario, to_b.get(a.kernel, ""), a.hierarchy)
         rb = b_cells.get(key_b)
         if rb is None:
-            cmp.only_in_a.append(OnlyIn(a["scenario"], a["kernel"], a["hierarchy"], a["status"]))
+            cmp.only_in_a.append(OnlyIn(a.scenario, a.kernel, a.hierarchy, a.status))
             continue
         matched.add(key_b)
         _classify(cmp, ra, rb)
     for rb in run_b.records:
-        b = rb.data
-        key = (b["scenario"], b["kernel"], b["hierarchy"])
-        if key in matched or (pairs and b["kernel"] not in compared_b):
+        b = rb.result
+        key = (b.scenario, b.kernel, b.hierarchy)
+        if key in matched or (pairs and b.kernel not in compared_b):
             continue
-        cmp.only_in_b.append(OnlyIn(b["scenario"], b["kernel"], b["hierarchy"], b["status"]))
+        cmp.only_in_b.append(OnlyIn(b.scenario, b.kernel, b.hierarchy, b.status))
     return cmp
 
 
 def _classify(cmp: Comparison, ra: Record, rb: Record) -> None:
-    a, b = ra.data, rb.data
-    before, after = a["status"], b["status"]
+    a, b = ra.result, rb.result
+    before, after = a.status, b.status
 
     def change(detail: str) -> CellChange:
-        return CellChange(a["scenario"], a["hierarchy"], a["kernel"], b["kernel"], before, after,
-                          detail)
+        return CellChange(a.scenario, a.hierarchy, a.kernel, b.kernel, before, after, detail)
 
-    if after in FAILING and before in ("pass", "skip"):
+    if after in FAILING and before in (PASS, SKIP):
         cmp.regressions.append(change(_failure(b)))
     elif after in FAILING:
         cmp.still_failing.append(change(_failure(b)))
-    elif before in FAILING and after == "pass":
+    elif before in FAILING and after == PASS:
         cmp.fixes.append(change(_failure(a)))
-    elif after == "skip" and before != "skip":
-        cmp.new_skips.append(change(b.get("reason", "")))
-    elif before == "skip" and after == "pass":
-        cmp.skips_gone.append(change(a.get("reason", "")))
+    elif after == SKIP and before != SKIP:
+        cmp.new_skips.append(change(b.reason))
+    elif before == SKIP and after == PASS:
+        cmp.skips_gone.append(change(a.reason))
     else:
         cmp.unchanged += 1
     fa, fb = figures(a), figures(b)
@@ -288,8 +286,8 @@ def _classify(cmp: Comparison, ra: Record, rb: Record) -> None:
             continue
         unit = figure(name, va).unit
         if figure_moved(va, vb, cmp.threshold, cmp.floors.get(unit, 0.0)):
-            cmp.figures.append(FigureChange(a["scenario"], a["hierarchy"], a["kernel"],
-                                            b["kernel"], name, unit, va, vb))
+            cmp.figures.append(FigureChange(a.scenario, a.hierarchy, a.kernel, b.kernel, name,
+                                            unit, va, vb))
 
 
 # --- views -------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ Checks whose observed value is not a number (errno names, file contents) are lef
 from __future__ import annotations
 
 import re
-from typing import Any
+
+from .results import ScenarioResult
 
 _METRIC = re.compile(r"^metric (\w+) of (\S+) ")
 _STEP = re.compile(r"^step (\S+) (\w+) ")
@@ -30,45 +31,43 @@ def number(observed: str) -> float | None:
     return float(head) if _NUMBER.match(head) else None
 
 
-def figures(result: Any) -> dict[str, float]:
-    """Figures of a result (a ScenarioResult or its dict from results.jsonl), in a stable
-    order: checked metrics and step fields first, then the sampled peaks."""
-    data = result if isinstance(result, dict) else vars(result)
+def figures(result: ScenarioResult) -> dict[str, float]:
+    """Figures of a result, in a stable order: checked metrics and step fields first, then the
+    sampled peaks."""
     out: dict[str, float] = {}
-    for check in data.get("checks") or []:
-        if check.get("skipped_reason"):
+    for check in result.checks:
+        if check.skipped_reason:
             continue
-        value = number(check.get("observed", ""))
+        value = number(check.observed)
         if value is None:
             continue
-        desc = check.get("description", "")
-        m = _METRIC.match(desc)
+        m = _METRIC.match(check.description)
         if m:
             out.setdefault(f"metric {m.group(1)} of {m.group(2)}", value)
             continue
-        m = _STEP.match(desc)
+        m = _STEP.match(check.description)
         if m and m.group(2) not in ("exit_status", "signal"):
             out.setdefault(f"step {m.group(1)} {m.group(2)}", value)
-    for cgroup, samples in sorted((data.get("samples") or {}).items()):
+    for cgroup, samples in sorted(result.samples.items()):
         if not samples:
             continue
-        out[f"sampled usage peak of {cgroup}"] = float(max(s[1] for s in samples))
-        swaps = [s[2] for s in samples if len(s) > 2 and s[2] is not None]
+        out[f"sampled usage peak of {cgroup}"] = float(max(s.usage for s in samples))
+        swaps = [s.swap for s in samples if s.swap is not None]
         if swaps:
             out[f"sampled swap peak of {cgroup}"] = float(max(swaps))
-    steps = data.get("steps") or []
+    steps = result.run_steps()
     for step in steps:
-        fields = step.get("fields") or {}
-        cpu, wall = number(fields.get("cpu_s", "")), number(fields.get("wall_s", ""))
+        cpu = number(step.fields.get("cpu_s", ""))
+        wall = number(step.fields.get("wall_s", ""))
         if cpu is not None and wall:
-            out[f"step {step.get('name')} cpu_pct"] = round(100 * cpu / wall, 1)
+            out[f"step {step.name} cpu_pct"] = round(100 * cpu / wall, 1)
     for name, value in list(out.items()):
         m = _IO_READ.match(name)
         if not m:
             continue
         cgroup = m.group(1)
-        seconds = sum(s.get("duration") or 0.0 for s in steps
-                      if (s.get("cgroup") or ".") == cgroup and s.get("command"))
+        seconds = sum(s.duration or 0.0 for s in steps
+                      if (s.cgroup or ".") == cgroup and s.command)
         if seconds > 0:
             out[f"io read rate of {cgroup}"] = value / seconds
     return out

@@ -1,8 +1,9 @@
 """`kharness merge RUN_DIR... --out DIR`: join runs (the shards of `run --shard I/N`, or runs on
 different kernels) into one results directory, as if one run had made it:
 
-- results.jsonl: the inputs' lines concatenated in the order given, fields kept as written; the
-  same cell (scenario, kernel, hierarchy) in two inputs is refused, naming both;
+- results.jsonl: the inputs' results in the order given, written back as they were read
+  (ResultsWriter; fields a newer kharness wrote are kept); the same cell (scenario, kernel,
+  hierarchy) in two inputs is refused, naming both;
 - machines/: every input's boot directories copied; a name already taken (two shards both
   have an m01-<release>-v2-boot1) gets the input's shard (`-shard2`, else `-run2`) appended,
   and the results' `machine` field follows the rename;
@@ -16,14 +17,14 @@ adding up to the run's): a gap is a warning, the merge still happens.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .results import junit_xml
-from .rundir import CellKey, RunDir, RunDirError, read_run, to_result
+from .output import append_empty
+from .results import ResultsWriter, ScenarioResult
+from .rundir import CellKey, RunDir, RunDirError, read_run
 
 ENVIRONMENT = ("host", "host_kernel", "python", "qemu", "accel")
 
@@ -142,9 +143,9 @@ def _run_info(runs: list[RunDir], names: dict[tuple[int, str], str], argv: list[
             **{k: info.get(k, "") for k in ENVIRONMENT},
         })
     scenarios = sorted({s for run in runs for s in run.info.get("scenarios", [])}
-                       | {r.data["scenario"] for run in runs for r in run.records})
+                       | {r.result.scenario for run in runs for r in run.records})
     hierarchies = list(dict.fromkeys(h for run in runs for h in run.info.get("hierarchies")
-                                     or sorted({r.data["hierarchy"] for r in run.records})))
+                                     or sorted({r.result.hierarchy for r in run.records})))
     started = [run.info.get("started_at") for run in runs if run.info.get("started_at")]
     return {
         "argv": argv, "merged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -178,25 +179,23 @@ def merge(inputs: list[Path], out: Path, argv: list[str], with_report: bool = Tr
         if why := run.incomplete():
             merged.warnings.append(f"{run.path}: the run did not finish, {why}")
 
-    out.mkdir(parents=True, exist_ok=True)
+    writer = ResultsWriter(out)
     for (i, old), new in names.items():
         shutil.copytree(runs[i].path / "machines" / old, out / "machines" / new, symlinks=True)
         if old != new:
             merged.renamed.append((runs[i].path, old, new))
-    records = []
+    results: list[ScenarioResult] = []
     for i, run in enumerate(runs):
         for record in run.records:
-            data = dict(record.data)
-            if data.get("machine") and (i, data["machine"]) in names:
-                data["machine"] = names[(i, data["machine"])]
-            records.append(data)
-    with (out / "results.jsonl").open("w") as f:
-        for data in records:
-            f.write(json.dumps(data, sort_keys=True) + "\n")
-    info = _run_info(runs, names, argv)
-    (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    results = [to_result(d) for d in records]
-    (out / "junit.xml").write_text(junit_xml(results))
+            r = record.result
+            if r.machine and (i, r.machine) in names:
+                r = replace(r, machine=names[(i, r.machine)])
+            results.append(r)
+    append_empty(writer.jsonl)  # shards that recorded nothing merge into an empty run
+    for r in results:
+        writer.add(r)
+    writer.write_run_info(_run_info(runs, names, argv))
+    writer.write_junit()
     merged.results = len(results)
     for r in results:
         merged.counts[r.status] = merged.counts.get(r.status, 0) + 1

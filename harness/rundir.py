@@ -1,5 +1,6 @@
-"""A results directory read back (`kharness compare`, `kharness merge`): the records of
-results.jsonl as written (fields kept verbatim, with their line numbers) and run.json.
+"""A results directory read back (`kharness compare`, `kharness merge`, `kharness report`): the
+records of results.jsonl as the ScenarioResults that were written (ScenarioResult.from_dict,
+each with its line number) and run.json.
 
 Every problem is a RunDirError whose message names the file (and line): a directory without
 results.jsonl, a line that is not a result, the same cell twice.
@@ -8,13 +9,13 @@ results.jsonl, a line that is not a result, the same cell twice.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import ScenarioResult
+from .results import ResultFormatError, ScenarioResult, Status
 
 REQUIRED = ("scenario", "kernel", "hierarchy", "status")
-STATUSES = ("pass", "fail", "skip", "error")
+STATUSES = tuple(Status)
 
 
 class RunDirError(Exception):
@@ -35,18 +36,18 @@ class CellKey:
 
 @dataclass
 class Record:
-    """One line of results.jsonl: the JSON object as written, and where."""
+    """One line of results.jsonl: the result, and where."""
 
-    data: dict
+    result: ScenarioResult
     line: int
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.data["scenario"], self.data["kernel"], self.data["hierarchy"])
+        return CellKey(self.result.scenario, self.result.kernel, self.result.hierarchy)
 
     @property
-    def status(self) -> str:
-        return self.data["status"]
+    def status(self) -> Status:
+        return self.result.status
 
 
 @dataclass
@@ -63,8 +64,11 @@ class RunDir:
         """(release, spec) of the kernels the results are on, in order of first appearance."""
         seen: dict[str, str] = {}
         for r in self.records:
-            seen.setdefault(r.data["kernel"], r.data.get("kernel_spec", ""))
+            seen.setdefault(r.result.kernel, r.result.kernel_spec)
         return list(seen.items())
+
+    def results(self) -> list[ScenarioResult]:
+        return [r.result for r in self.records]
 
     def incomplete(self) -> str | None:
         """Why the run has no result for some of its planned cells (run.json's `ending`:
@@ -111,7 +115,10 @@ def read_run(path: Path | str) -> RunDir:
             raise RunDirError(f"{where}: not a result: no {', '.join(missing)}")
         if data["status"] not in STATUSES:
             raise RunDirError(f"{where}: unknown status {data['status']!r}")
-        record = Record(data, number)
+        try:
+            record = Record(ScenarioResult.from_dict(data), number)
+        except ResultFormatError as exc:
+            raise RunDirError(f"{where}: not a result: {exc}") from None
         if record.key in first:
             raise RunDirError(f"{where}: {record.key} is there twice (also line "
                               f"{first[record.key]})")
@@ -128,10 +135,9 @@ def read_run(path: Path | str) -> RunDir:
     return run
 
 
-_RESULT_FIELDS = {f.name for f in fields(ScenarioResult)}
-
-
-def to_result(data: dict) -> ScenarioResult:
-    """A record as a ScenarioResult (for the JUnit writer); fields this version does not know
-    (written by a newer kharness) are left out."""
-    return ScenarioResult(**{k: v for k, v in data.items() if k in _RESULT_FIELDS})
+def load_results(directory: Path) -> list[ScenarioResult]:
+    """The results of `directory` ([] when it has no results.jsonl yet), checked as read_run
+    checks them."""
+    if not (Path(directory) / "results.jsonl").is_file():
+        return []
+    return read_run(directory).results()

@@ -4,7 +4,6 @@ scenario goes through the same loader as every file; the checks are fed real gdb
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +11,7 @@ from harness import backtrace
 from harness.capture import BreakpointSpec, GdbCapture, Hit, Planned
 from harness.events import EventBus
 from harness.frames import diff_chains, format_diff, format_gdb, parse_gdb_backtrace
+from harness.results import ScenarioResult, Status
 from harness.scenario import GdbBreakpoint, load
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "backtraces"
@@ -115,10 +115,10 @@ def test_the_report_is_text_for_the_command_line_to_print(capsys):
     traces = {release: (GOLDEN / f"charge-{release}.handmade.gdb").read_text()
               for release in ("6.1", "6.12")}
 
-    def result(release: str, backtraces: list, reason: str | None = None) -> SimpleNamespace:
-        return SimpleNamespace(kernel=release, kernel_spec=f"debian:{release}", hierarchy="v2",
-                               status="pass" if backtraces else "error", reason=reason,
-                               backtraces=backtraces, checks=[], console_excerpt="")
+    def result(release: str, backtraces: list, reason: str = "") -> ScenarioResult:
+        return ScenarioResult("backtrace/try_charge_memcg", release, f"debian:{release}", "v2",
+                              Status.PASS if backtraces else Status.ERROR, reason=reason,
+                              backtraces=backtraces)
     spec = BreakpointSpec(bp.location, comm="memhog")
     results = []
     for release, text in traces.items():

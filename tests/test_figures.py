@@ -1,6 +1,13 @@
 """Figures out of results: what report and compare read."""
 
 from harness.figures import figures, number
+from harness.results import ScenarioResult
+
+
+def typed(record: dict) -> ScenarioResult:
+    """A result as results.jsonl would hold these fields (the others left out)."""
+    return ScenarioResult.from_dict({"scenario": "x", "kernel": "6.1.0-57-amd64",
+                                     "hierarchy": "v2", "status": "pass", **record})
 
 
 def test_numbers_from_observed_values():
@@ -29,7 +36,7 @@ def test_figures_from_checks_and_samples():
         "samples": {"hog": [[0.1, 0, 0], [0.2, 30 << 20, 1 << 20], [0.3, 20 << 20, 5 << 20]],
                     "idle": []},
     }
-    assert figures(result) == {
+    assert figures(typed(result)) == {
         "metric oom_kill of hog": 0.0,
         "metric peak of hog": 33554432.0,
         "step hog cpu_s": 4.042,
@@ -54,7 +61,7 @@ def test_cpu_percent_and_io_read_rate_are_derived_from_steps():
             {"name": "step3", "write": "io.max", "value": "x", "cgroup": "reader"},
         ],
     }
-    got = figures(result)
+    got = figures(typed(result))
     assert got["step hog cpu_pct"] == 150.0
     assert "step idle cpu_pct" not in got
     assert got["io read rate of reader"] == 4194304 / 4.0

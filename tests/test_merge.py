@@ -58,14 +58,14 @@ def test_shards_merge_into_one_run(tmp_path, capsys):
     assert "warning" not in captured.err
 
     merged = read_run(out)
-    assert [(r.data["scenario"], r.data["hierarchy"]) for r in merged.records] == [
+    assert [(r.result.scenario, r.result.hierarchy) for r in merged.records] == [
         ("memory/oom-kill", "v2"), ("memory/oom-kill", "v1"),
         ("pids/max-fork", "v2"), ("pids/max-fork", "v1")]
-    machines = [r.data["machine"] for r in merged.records if r.data["machine"]]
+    machines = [r.result.machine for r in merged.records if r.result.machine]
     assert machines == ["m01-6.1.0-57-amd64-v2-boot1", "m01-6.1.0-57-amd64-v2-boot1-shard2"]
     for name, src in zip(machines, ("s1", "s2")):  # each result still finds its console
         assert (out / "machines" / name / "console.log").read_text() == f"console of {src}\n"
-    assert merged.records[0].data["limits"] == {"hog": {"memory.max": 1}}  # kept verbatim
+    assert merged.records[0].result.limits == {"hog": {"memory.max": 1}}  # kept verbatim
 
     run = merged.info
     assert run["scenarios"] == ALL and run["hierarchies"] == ["v1", "v2"]

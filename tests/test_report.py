@@ -11,7 +11,8 @@ import pytest
 
 from harness import report
 from harness.cli import main
-from harness.results import ScenarioResult, load_results
+from harness.results import Sample, ScenarioResult
+from harness.rundir import load_results
 from harness.runner import scenario_limits
 from harness.scenario import load
 
@@ -321,7 +322,8 @@ def test_json_is_the_model_as_data(run_dir):
 
 
 def test_usage_plot_scales_to_the_data_and_draws_the_limits():
-    svg = report.usage_svg({"a": [[0, 0, 0], [1, 8 << 20, 2 << 20]], "a/b": [[0, 0, None]]},
+    svg = report.usage_svg({"a": [Sample(0, 0, 0), Sample(1, 8 << 20, 2 << 20)],
+                            "a/b": [Sample(0, 0, None)]},
                            {".": {"memory.max": 16 << 20}, "a": {"memory.swap.max": 0},
                             "other": {"memory.max": 1 << 20}})
     assert svg.count("<polyline") == 3  # usage of a and a/b, swap of a (a/b has none)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from harness.results import ResultsWriter, ScenarioResult, junit_xml, load_results
+from harness.results import Check, ResultsWriter, ScenarioResult, junit_xml
+from harness.rundir import load_results
 
 
 def _r(status: str, **kw) -> ScenarioResult:
@@ -29,8 +30,8 @@ def test_each_result_is_a_json_line_written_at_once(tmp_path):
 
 
 def test_junit_has_one_case_per_cell_with_reasons_and_expected_vs_observed():
-    check = {"description": "metric oom_kill of hog >= 1", "expected": ">= 1",
-             "observed": "0", "passed": False, "skipped_reason": None}
+    check = Check(description="metric oom_kill of hog >= 1", expected=">= 1", observed="0",
+                  passed=False, skipped_reason=None)
     results = [
         _r("pass"),
         _r("skip", hierarchy="v1", kernel="6.12.117+deb12-amd64",
@@ -54,7 +55,7 @@ def test_junit_has_one_case_per_cell_with_reasons_and_expected_vs_observed():
 
 
 def test_taint_flags_are_named():
-    from harness.runner import taint_flags
+    from harness.scenario_run import taint_flags
 
     assert taint_flags(0) == "0 (none)"
     assert taint_flags(512) == "512 (W)"
