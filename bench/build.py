@@ -24,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import builds, kernels
+from harness import kernels
 from harness.events import EventBus, TerminalPrinter
+from harness.kernels import build, trees
+from harness.kernels.cache import builds_root
 from harness.paths import cache_dir
 
 DEFAULT = ["kconfig/base.config", "kconfig/cgroups.config", "kconfig/cgroup-v1.config"]
@@ -43,19 +45,19 @@ def main() -> int:
     bus = EventBus()
     bus.subscribe(TerminalPrinter())
     real = cache_dir()
-    source = builds.resolve_source(args.source, bus)  # unpacked in the real cache, once
+    source = trees.resolve_source(args.source, bus)  # unpacked in the real cache, once
     scratch = Path(tempfile.mkdtemp(prefix="bench-build-", dir=real))
     (scratch / "sources").symlink_to(real / "sources")
     os.environ["KHARNESS_CACHE"] = str(scratch)
     try:
         start = time.monotonic()
-        first = builds.build(args.source, fragments, bus, name="bench", jobs=args.jobs)
+        first = build.build(args.source, fragments, bus, name="bench", jobs=args.jobs)
         clean = time.monotonic() - start
         start = time.monotonic()
-        second = builds.build(args.source, fragments, bus, name="bench", jobs=args.jobs)
+        second = build.build(args.source, fragments, bus, name="bench", jobs=args.jobs)
         cached = time.monotonic() - start
-        meta = json.loads((builds.builds_root() / first.key / "build.json").read_text())
-        entry = builds.builds_root() / first.key
+        meta = json.loads((builds_root() / first.key / "build.json").read_text())
+        entry = builds_root() / first.key
         size = kernels.disk_usage(entry)
     finally:
         os.environ["KHARNESS_CACHE"] = str(real)

@@ -101,12 +101,12 @@ def cmd_kernel_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
-    from . import builds
+    from .kernels import build
 
     bus = _bus(args)
-    result = builds.build(args.source, args.config, bus, name=args.name,
-                          allow_dropped=args.allow_dropped, jobs=args.jobs,
-                          keep_objects=args.keep_objects, check_only=args.check)
+    result = build.build(args.source, args.config, bus, name=args.name,
+                         allow_dropped=args.allow_dropped, jobs=args.jobs,
+                         keep_objects=args.keep_objects, check_only=args.check)
     k = result.kernel
     if k is None:
         return 0
@@ -116,9 +116,9 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_prune(args: argparse.Namespace) -> int:
-    from . import builds
+    from .kernels import build
 
-    pruned = builds.prune(objects=args.objects, sources=args.sources, dry_run=args.dry_run)
+    pruned = build.prune(objects=args.objects, sources=args.sources, dry_run=args.dry_run)
     for p in pruned:
         print(f"{'would remove' if args.dry_run else 'removed'}\t{p.bytes / 2**20:.0f}M\t"
               f"{p.path}\t{p.why}")

@@ -392,11 +392,11 @@ def environment(kernels: list, accel: str) -> dict:
     for k in kernels:
         cfg = k.config.read_bytes() if k.config else b""
         ks.append({
-            "spec": k.spec, "release": k.release, "package": k.package,
-            "package_version": k.package_version,
+            "spec": k.spec, "release": k.release, "package": k.origin.get("package", ""),
+            "package_version": k.origin.get("package_version", ""),
             "config_sha256": hashlib.sha256(cfg).hexdigest() if cfg else None,
             "flags": k.flags(),
-            **({"build": k.extra["build"]} if k.extra.get("build") else {}),
+            **({"build": k.origin["build"]} if k.origin.get("build") else {}),
         })
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -62,10 +62,10 @@ def test_an_option_whose_dependency_is_off_is_refused_naming_both():
 
 def test_a_path_tree_is_configured_out_of_tree_and_stays_clean(tmp_path):
     """A user's tree (here: the unpacked Debian source, used as path:) is never written to."""
-    from harness import builds
     from harness.events import EventBus
+    from harness.kernels import trees
 
-    tree = builds.debian_source("6.12", EventBus()).tree
+    tree = trees.debian_source("6.12", EventBus()).tree
     before = sorted(p.name for p in tree.iterdir())
     p = kharness("kernel", "build", "--source", f"path:{tree}", "--config",
                  "kconfig/base.config", "--config", "tests/kconfig/throttle-without-blkcg.config")
@@ -87,10 +87,10 @@ def test_the_v1_build_has_v1_memcg_and_a_second_build_is_a_cache_hit(v612_v1):
     header = listing.splitlines()[0].split()
     flags = dict(zip(header, row.split()))
     assert flags["MEMCG"] == "y" and flags["MEMCG_V1"] == "y" and flags["CGROUP_RDMA"] == "y"
-    from harness import builds
+    from harness.kernels.cache import builds_root
 
-    key = json.loads((builds.builds_root() / "names" / "v612-v1.json").read_text())["key"]
-    meta = json.loads((builds.builds_root() / key / "build.json").read_text())
+    key = json.loads((builds_root() / "names" / "v612-v1.json").read_text())["key"]
+    meta = json.loads((builds_root() / key / "build.json").read_text())
     assert meta["reproducer"] == ("kharness kernel build --source debian:6.12 --config "
                                   "kconfig/base.config --config kconfig/cgroups.config --config "
                                   "kconfig/cgroup-v1.config --name v612-v1")

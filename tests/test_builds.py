@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import builds, kernels
-from harness.builds import Fragment, FragmentError, merge, parse_fragment, verify
+from harness import kernels
 from harness.events import EventBus
+from harness.kernels import build, kconfig, trees
+from harness.kernels.cache import builds_root
+from harness.kernels.kconfig import Fragment, FragmentError, merge, parse_fragment, verify
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,7 +51,7 @@ def test_every_bad_line_of_every_fragment_is_listed_at_once(tmp_path):
     a = _frag(tmp_path, "a.config", "CONFIG_A=yes\nMEMCG=y\nCONFIG_A=y\nCONFIG_A=n\n")
     b = _frag(tmp_path, "b.config", "CONFIG_B=unquoted string\n")
     with pytest.raises(FragmentError) as err:
-        builds.build("debian:6.12", [a, b, tmp_path / "gone.config"], EventBus())
+        build.build("debian:6.12", [a, b, tmp_path / "gone.config"], EventBus())
     text = str(err.value)
     assert f"{a}:1: CONFIG_A: bad value 'yes'" in text
     assert f"{a}:2: not an option line" in text
@@ -64,7 +66,7 @@ def test_merge_later_fragments_win_and_say_so(tmp_path):
     merged, notes = merge([a, b])
     assert merged["CONFIG_A"].value == "n" and merged["CONFIG_A"].fragment == b.path
     assert notes == [f"CONFIG_A: {b.path}:1 sets is not set, over y from {a.path}:1"]
-    text = builds.allconfig_text(merged)
+    text = kconfig.allconfig_text(merged)
     assert "# CONFIG_A is not set\nCONFIG_B=y\n" == text
 
 
@@ -96,7 +98,7 @@ def _index(tmp_path: Path) -> dict:
     tree = tmp_path / "tree"
     (tree / "block").mkdir(parents=True)
     (tree / "block" / "Kconfig").write_text(KCONFIG)
-    return builds.kconfig_index(tree)
+    return kconfig.kconfig_index(tree)
 
 
 def test_kconfig_index_keeps_depends_and_enclosing_ifs(tmp_path):
@@ -153,7 +155,7 @@ def test_build_specs_parse_and_unknown_names_say_how_to_build(tmp_path, monkeypa
 
 def test_a_build_entry_is_a_kernel_with_its_debug_vmlinux_and_gdb_scripts(tmp_path, monkeypatch):
     monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
-    entry = builds.builds_root() / "0123456789abcdef"
+    entry = builds_root() / "0123456789abcdef"
     mods = entry / "lib" / "modules" / "6.12.117-kharness"
     mods.mkdir(parents=True)
     (mods / "modules.dep").write_text("")
@@ -165,7 +167,7 @@ def test_a_build_entry_is_a_kernel_with_its_debug_vmlinux_and_gdb_scripts(tmp_pa
     (entry / "build.json").write_text(json.dumps({
         "key": "0123456789abcdef", "release": "6.12.117-kharness", "source": "debian:6.12",
         "reproducer": "kharness kernel build --source debian:6.12 --config x --name v1"}))
-    builds._point("v1", "0123456789abcdef", EventBus())
+    build._point("v1", "0123456789abcdef", EventBus())
     k = kernels.resolve("build:v1", EventBus())
     assert k.spec == "build:v1" and k.release == "6.12.117-kharness"
     assert k.modules_dir == mods
@@ -181,32 +183,32 @@ def test_a_build_entry_is_a_kernel_with_its_debug_vmlinux_and_gdb_scripts(tmp_pa
 def test_keys_follow_source_fragments_and_toolchain(tmp_path):
     a = parse_fragment(_frag(tmp_path, "a.config", "CONFIG_A=y\n"))
     b = parse_fragment(_frag(tmp_path, "b.config", "CONFIG_B=y\n"))
-    src = builds.Source("debian:6.12", tmp_path, "6.12.117", "linux-source-6.12 6.12.117-1")
-    key = builds.build_key(src, [a, b], "gcc 12")
-    assert key == builds.build_key(src, [a, b], "gcc 12")
-    assert key != builds.build_key(src, [b, a], "gcc 12")  # order matters: later ones win
-    assert key != builds.build_key(src, [a, b], "gcc 13")
-    newer = builds.Source("debian:6.12", tmp_path, "6.12.118", "linux-source-6.12 6.12.118-1")
-    assert key != builds.build_key(newer, [a, b], "gcc 12")
+    src = trees.Source("debian:6.12", tmp_path, "6.12.117", "linux-source-6.12 6.12.117-1")
+    key = build.build_key(src, [a, b], "gcc 12")
+    assert key == build.build_key(src, [a, b], "gcc 12")
+    assert key != build.build_key(src, [b, a], "gcc 12")  # order matters: later ones win
+    assert key != build.build_key(src, [a, b], "gcc 13")
+    newer = trees.Source("debian:6.12", tmp_path, "6.12.118", "linux-source-6.12 6.12.118-1")
+    assert key != build.build_key(newer, [a, b], "gcc 12")
 
 
 def test_path_sources_must_be_clean_trees(tmp_path):
-    with pytest.raises(builds.BuildError, match="not a Linux source tree"):
-        builds.path_source(str(tmp_path))
+    with pytest.raises(kernels.BuildError, match="not a Linux source tree"):
+        trees.path_source(str(tmp_path))
     (tmp_path / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 13\nSUBLEVEL = 0\n"
                                        "EXTRAVERSION = -rc1\n")
     (tmp_path / "Kconfig").write_text("")
-    src = builds.path_source(str(tmp_path))
+    src = trees.path_source(str(tmp_path))
     assert src.version == "6.13-rc1" and src.identity.startswith("files ")
     (tmp_path / ".config").write_text("")
-    with pytest.raises(builds.BuildError, match="mrproper"):
-        builds.path_source(str(tmp_path))
+    with pytest.raises(kernels.BuildError, match="mrproper"):
+        trees.path_source(str(tmp_path))
 
 
 def test_reproducer_is_a_command_line(tmp_path):
     frag = parse_fragment(REPO / "kconfig" / "base.config")
-    src = builds.Source("debian:6.12", tmp_path, "6.12.117", "x")
-    assert builds.reproducer(src, [frag], "v", True) == (
+    src = trees.Source("debian:6.12", tmp_path, "6.12.117", "x")
+    assert build.reproducer(src, [frag], "v", True) == (
         "kharness kernel build --source debian:6.12 --config kconfig/base.config --name v "
         "--allow-dropped")
 
@@ -218,18 +220,18 @@ def test_reproducer_is_a_command_line(tmp_path):
 ])
 def test_dependency_expressions_are_evaluated(expr, ok):
     values = {"CONFIG_A": "y", "CONFIG_B": "m", "CONFIG_C": "n"}
-    assert builds.satisfied(expr, values) is ok
-    assert (builds.unmet(expr, values) == []) is ok
+    assert kconfig.satisfied(expr, values) is ok
+    assert (kconfig.unmet(expr, values) == []) is ok
 
 
 def test_an_or_dependency_is_shown_whole():
-    assert builds.unmet("CRYPTO_LZO || CRYPTO_ZSTD", {}) == [
+    assert kconfig.unmet("CRYPTO_LZO || CRYPTO_ZSTD", {}) == [
         "CRYPTO_LZO || CRYPTO_ZSTD [CRYPTO_LZO (is not set), CRYPTO_ZSTD (is not set)]"]
 
 
 def test_dwarf_file_names_are_made_relative_to_the_tree_and_the_object_dir(tmp_path):
-    src = builds.Source("debian:6.12", Path("/c/src/linux"), "6.12.117", "x")
-    flags = builds.make_flags(src, Path("/c/obj/1"))
+    src = trees.Source("debian:6.12", Path("/c/src/linux"), "6.12.117", "x")
+    flags = build.make_flags(src, Path("/c/obj/1"))
     assert flags == ["KCFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/=",
                      "KAFLAGS=-ffile-prefix-map=/c/src/linux/= -ffile-prefix-map=/c/obj/1/="]
 
@@ -240,7 +242,7 @@ def test_prune_removes_what_nothing_uses_and_leaves_busy_and_named_builds(tmp_pa
     import time as _time
 
     monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
-    root = builds.builds_root()
+    root = builds_root()
 
     def entry(key: str, name: str) -> None:
         (root / key).mkdir()
@@ -250,14 +252,14 @@ def test_prune_removes_what_nothing_uses_and_leaves_busy_and_named_builds(tmp_pa
 
     entry("aaaa", "v1")
     entry("bbbb", "v1")  # the older build of v1: v1 now names aaaa
-    builds._point("v1", "aaaa", EventBus())
+    build._point("v1", "aaaa", EventBus())
     (root / "names" / "gone.json").write_text(json.dumps({"key": "cccc"}))
     old = _time.time() - 3600
 
     def obj(name: str, source: str) -> Path:
         d = root / "obj" / name
         d.mkdir(parents=True)
-        (d / builds.OBJ_META).write_text(json.dumps({"source": source}))
+        (d / build.OBJ_META).write_text(json.dumps({"source": source}))
         (d / "build.log").write_text("")
         os.utime(d / "build.log", (old, old))
         return d
@@ -267,12 +269,12 @@ def test_prune_removes_what_nothing_uses_and_leaves_busy_and_named_builds(tmp_pa
     busy = obj("busy", "debian:6.1")
     recent = obj("recent", "debian:6.1")
     os.utime(recent / "build.log")  # written just now: a build without the lock
-    with (busy / builds.OBJ_LOCK).open("a") as held:
+    with (busy / build.OBJ_LOCK).open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        listed = builds.prune(dry_run=True)
+        listed = build.prune(dry_run=True)
         assert {p.path.name for p in listed} == {"bbbb", "gone.json", "deb"}
         assert (root / "bbbb").exists()  # dry run
-        assert {p.path.name for p in builds.prune(objects=True)} == {"bbbb", "gone.json", "deb",
+        assert {p.path.name for p in build.prune(objects=True)} == {"bbbb", "gone.json", "deb",
                                                                      "mine"}
     assert (root / "aaaa").exists() and not (root / "bbbb").exists()
     assert busy.exists() and recent.exists()

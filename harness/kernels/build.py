@@ -1,17 +1,15 @@
-"""Kernels built from kconfig fragments: `kharness kernel build`, the `build:NAME` specs.
+"""`build:` kernels: built from kconfig fragments by `kharness kernel build`.
 
 A build is:
-1. a source tree: `debian:6.1` / `debian:6.12` (Debian's linux-source-<series> package, unpacked
-   once into `$KHARNESS_CACHE/sources/`) or `path:/a/linux/tree` (a user's checkout, built out of
-   tree with `O=` so that it is not dirtied);
-2. fragments (`kconfig/*.config`), merged in order as scripts/kconfig/merge_config.sh does (a
-   later fragment overrides an earlier one, and the override is reported) and applied over
-   `allnoconfig` through KCONFIG_ALLCONFIG: the same minimal start as tinyconfig, without
-   tiny.config's -Os, xz and SLUB_TINY. Then `olddefconfig`;
-3. a verification: every option a fragment asks for must be set as asked in the final .config.
-   An option whose dependency is off is "dropped" by Kconfig without a word: the build stops and
-   names it with the dependencies that are off, unless `allow_dropped`. Options the source's
-   Kconfig does not have at all (MEMCG_V1 before 6.11) are reported, not refused;
+1. a source tree (trees.py): `debian:6.1` / `debian:6.12` (Debian's linux-source-<series>) or
+   `path:/a/linux/tree` (a user's checkout, built out of tree with `O=`);
+2. fragments (`kconfig/*.config`), merged in order (kconfig.py) and applied over `allnoconfig`
+   through KCONFIG_ALLCONFIG: the same minimal start as tinyconfig, without tiny.config's -Os,
+   xz and SLUB_TINY. Then `olddefconfig`;
+3. a verification (kconfig.py): every option a fragment asks for must be set as asked in the
+   final .config. A dropped option (a dependency is off) stops the build, naming it with the
+   dependencies that are off, unless `allow_dropped`. Options the source's Kconfig does not
+   have at all (MEMCG_V1 before 6.11) are reported, not refused;
 4. `make -jN all` with progress, `modules_install`, and the artifacts stored under
    `$KHARNESS_CACHE/builds/<key>/`: vmlinux (stripped when there is DWARF: QEMU boots it),
    vmlinux.debug (with DWARF, for gdb), bzImage, config, lib/modules/<release>/, gdb/ (the
@@ -21,7 +19,8 @@ A build is:
 The key is a hash of the source identity (Debian package version, or git HEAD plus the hash of
 the uncommitted changes, or the tree's file sizes and times), the fragments' contents in order,
 and the compiler version: the same build again is a cache hit. A name (`--name`) points at a key
-(`$KHARNESS_CACHE/builds/names/NAME.json`); the newest build of a name wins.
+(`$KHARNESS_CACHE/builds/names/NAME.json`); the newest build of a name wins. `build:NAME` is
+the kernel spec of the build a name points at (`BuildSource`).
 """
 
 from __future__ import annotations
@@ -43,14 +42,34 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import hostcmd
-from .events import EventBus
-from .kernels import DEBUG_VMLINUX, Kernel, KernelSpecError, disk_usage, has_debug_info, read_config
-from .paths import REPO_ROOT, cache_dir
+from .. import hostcmd
+from ..events import EventBus
+from ..paths import REPO_ROOT
+from .cache import builds_root, sources_root
+from .image import disk_usage, has_debug_info, read_config
+from .kconfig import (
+    Asked,
+    Fragment,
+    FragmentError,
+    Verification,
+    allconfig_text,
+    kconfig_index,
+    merge,
+    parse_fragment,
+    verify,
+)
+from .kernel import (
+    DEBUG_VMLINUX,
+    BuildError,
+    DebugSymbolsError,
+    Kernel,
+    KernelSpec,
+    KernelSpecError,
+)
+from .trees import Source, resolve_source
 
 BUILD_FORMAT = 1  # bump when the stored layout or the build steps change
 START = "allnoconfig"  # the base the fragments are merged over
-DEBIAN_SERIES = ("6.1", "6.12")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 # Host packages a kernel build needs, with the file or command that proves each is there.
@@ -69,456 +88,45 @@ BUILD_PACKAGES: dict[str, str] = {
 }
 
 
-class BuildError(KernelSpecError):
-    """A build that cannot be done; the message says which file, option or step."""
-
-
-class FragmentError(BuildError):
-    """Fragments with bad lines: every problem, one per line."""
-
-
-# --- fragments ------------------------------------------------------------------------------
-
-_OPTION = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
-_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set\s*$")
-_VALUE = re.compile(r'^(y|m|n|-?\d+|0x[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$')
-
-
-@dataclass(frozen=True)
-class Fragment:
-    """One kconfig fragment: `CONFIG_X=value` and `# CONFIG_X is not set` lines, comments."""
-
-    path: Path
-    text: str
-    options: dict[str, str]  # CONFIG_X -> y, m, n, a number or a string without its quotes
-    lines: dict[str, int]  # CONFIG_X -> line number
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-
-def _unquote(value: str) -> str:
-    if value.startswith('"') and value.endswith('"'):
-        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return value
-
-
-def parse_fragment(path: Path, problems: list[str] | None = None) -> Fragment:
-    """Read a fragment; bad lines go to `problems` (or raise FragmentError when None)."""
-    own: list[str] = []
-    out = problems if problems is not None else own
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        out.append(f"{path}: cannot read: {exc.strerror or exc}")
-        text = ""
-    options: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        m = _NOT_SET.match(line)
-        if m:
-            key, value = m.group(1), "n"
-        elif not line or line.startswith("#"):
-            continue
-        else:
-            m = _OPTION.match(line)
-            if not m:
-                out.append(f"{path}:{number}: not an option line: {raw!r} (expected "
-                           "CONFIG_NAME=y|m|n|NUMBER|\"STRING\" or # CONFIG_NAME is not set)")
-                continue
-            key, value = m.group(1), m.group(2).strip()
-            if not _VALUE.match(value):
-                out.append(f"{path}:{number}: {key}: bad value {value!r} (y, m, n, a number or "
-                           "a double-quoted string)")
-                continue
-        if key in options:
-            out.append(f"{path}:{number}: {key} is already set on line {lines[key]}")
-            continue
-        options[key] = _unquote(value)
-        lines[key] = number
-    if problems is None and own:
-        raise FragmentError("\n".join(own))
-    return Fragment(path, text, options, lines)
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What the merged fragments ask for one option, and which fragment line asks it."""
-
-    option: str
-    value: str
-    fragment: Path
-    line: int
-
-
-def merge(fragments: Sequence[Fragment]) -> tuple[dict[str, Asked], list[str]]:
-    """Fragments merged in order (later ones win), and a note for each override."""
-    merged: dict[str, Asked] = {}
-    notes = []
-    for frag in fragments:
-        for key, value in frag.options.items():
-            prev = merged.get(key)
-            if prev and prev.value != value:
-                notes.append(f"{key}: {frag.path}:{frag.lines[key]} sets {_show(value)}, over "
-                             f"{_show(prev.value)} from {prev.fragment}:{prev.line}")
-            merged[key] = Asked(key, value, frag.path, frag.lines[key])
-    return merged, notes
-
-
-def _show(value: str) -> str:
-    return "is not set" if value == "n" else value
-
-
-def allconfig_text(merged: dict[str, Asked]) -> str:
-    """The merged fragment, in the .config syntax KCONFIG_ALLCONFIG reads."""
-    out = []
-    for a in merged.values():
-        if a.value == "n":
-            out.append(f"# {a.option} is not set")
-        elif a.value in ("y", "m") or re.fullmatch(r"-?\d+|0x[0-9a-fA-F]+", a.value):
-            out.append(f"{a.option}={a.value}")
-        else:
-            escaped = a.value.replace("\\", "\\\\").replace('"', '\\"')
-            out.append(f'{a.option}="{escaped}"')
-    return "\n".join(out) + "\n"
-
-
-# --- Kconfig: which options exist, what they depend on ----------------------------------------
-
-@dataclass
-class KconfigSymbol:
-    name: str
-    where: list[str] = field(default_factory=list)  # file:line
-    depends: list[str] = field(default_factory=list)  # `depends on` expressions, `if` blocks too
-
-
-_KC_CONFIG = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$")
-_KC_DEPENDS = re.compile(r"^\s*depends\s+on\s+(.+?)\s*(?:#.*)?$")
-_KC_IF = re.compile(r"^\s*if\s+(.+?)\s*(?:#.*)?$")
-_KC_BLOCK_END = re.compile(r"^\s*(choice|endchoice|menu|endmenu|if|endif|source|comment|"
-                           r"mainmenu)\b")
-
-
-def kconfig_index(tree: Path) -> dict[str, KconfigSymbol]:
-    """Every symbol the tree's Kconfig files define, with its `depends on` (and enclosing `if`)
-    expressions. A light parse, for messages: Kconfig itself decides the values."""
-    index: dict[str, KconfigSymbol] = {}
-    for path in tree.rglob("Kconfig*"):
-        if not path.is_file() or "Documentation" in path.parts:
-            continue
-        rel = path.relative_to(tree)
-        current: KconfigSymbol | None = None
-        ifs: list[str] = []
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            m = _KC_CONFIG.match(line)
-            if m:
-                current = index.setdefault(m.group(1), KconfigSymbol(m.group(1)))
-                current.where.append(f"{rel}:{number}")
-                current.depends.extend(ifs)
-                continue
-            m = _KC_IF.match(line)
-            if m and not line.lstrip().startswith("if_"):
-                ifs.append(m.group(1))
-                current = None
-                continue
-            if re.match(r"^\s*endif\b", line):
-                if ifs:
-                    ifs.pop()
-                current = None
-                continue
-            if _KC_BLOCK_END.match(line):
-                current = None
-                continue
-            m = _KC_DEPENDS.match(line)
-            if m and current is not None:
-                current.depends.append(m.group(1))
-    return index
-
-
-_TOKEN = re.compile(r"\s*(&&|\|\||!=|=|!|\(|\)|\"[^\"]*\"|[A-Za-z0-9_]+)")
-
-
-def satisfied(expr: str, values: dict[str, str]) -> bool | None:
-    """A Kconfig dependency expression (&&, ||, !, =, !=, parentheses) evaluated against a
-    .config (m counts as on), or None when it cannot be parsed."""
-    tokens = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m:
-            return None
-        tokens.append(m.group(1))
-        pos = m.end()
-        if not expr[pos:].strip():
-            break
-
-    def value(tok: str) -> str:
-        if tok.startswith('"'):
-            return tok[1:-1]
-        if tok in ("y", "m", "n") or tok.isdigit():
-            return tok
-        return values.get(f"CONFIG_{tok}", "n")
-
-    out = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok in ("&&", "||"):
-            out.append(" and " if tok == "&&" else " or ")
-        elif tok == "!":
-            out.append(" not ")
-        elif tok in ("(", ")"):
-            out.append(tok)
-        elif i + 1 < len(tokens) and tokens[i + 1] in ("=", "!="):
-            if i + 2 >= len(tokens):
-                return None
-            equal = value(tok) == value(tokens[i + 2])
-            out.append(str(equal if tokens[i + 1] == "=" else not equal))
-            i += 2
-        else:
-            out.append(str(value(tok) != "n"))
-        i += 1
-    try:
-        # the string holds only True, False, and, or, not and parentheses
-        return bool(eval("".join(out), {"__builtins__": {}}))
-    except SyntaxError:
-        return None
-
-
-def unmet(expr: str, values: dict[str, str]) -> list[str]:
-    """Why a dependency expression (a `depends on` line) is not met: [] when it is; the symbol
-    with its value for a plain one (`BLK_CGROUP (is not set)`); the expression with the values
-    of its symbols otherwise."""
-    if satisfied(expr, values) is True:
-        return []
-    names = list(dict.fromkeys(re.findall(r"\b([A-Z][A-Z0-9_]*)\b", expr)))
-    shown = [f"{n} ({_show(values.get(f'CONFIG_{n}', 'n'))})" for n in names]
-    if re.fullmatch(r"[A-Z][A-Z0-9_]*", expr.strip()):
-        return shown
-    return [f"{expr.strip()} [{', '.join(shown)}]"]
-
-
-# --- verification ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dropped:
-    option: str
-    asked: str
-    got: str
-    fragment: str
-    line: int
-    depends: tuple[str, ...] = ()  # the dependencies that are off, e.g. "BLK_CGROUP (is not set)"
-
-    def describe(self) -> str:
-        why = f": depends on {', '.join(self.depends)}" if self.depends else ""
-        return (f"{self.option}={self.asked} ({self.fragment}:{self.line}) ended up "
-                f"{_show(self.got)}{why}")
-
-
-@dataclass(frozen=True)
-class Verification:
-    dropped: tuple[Dropped, ...]
-    absent: tuple[Asked, ...]  # options the source's Kconfig does not define
-
-    @property
-    def ok(self) -> bool:
-        return not self.dropped
-
-
-def verify(merged: dict[str, Asked], config: dict[str, str],
-           index: dict[str, KconfigSymbol]) -> Verification:
-    dropped, absent = [], []
-    for a in merged.values():
-        name = a.option.removeprefix("CONFIG_")
-        if name not in index:
-            absent.append(a)
-            continue
-        got = config.get(a.option, "n")
-        if got == a.value:
-            continue
-        deps: list[str] = []
-        for expr in index[name].depends:
-            deps.extend(d for d in unmet(expr, config) if d not in deps)
-        dropped.append(Dropped(a.option, a.value, got, str(a.fragment), a.line, tuple(deps)))
-    return Verification(tuple(dropped), tuple(absent))
-
-
-# --- sources ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Source:
-    spec: str  # as given: debian:6.12, path:/src/linux
-    tree: Path
-    version: str  # `make kernelversion`: 6.12.117
-    identity: str  # what the cache key hashes: package version, git state, file times
-
-
-def sources_root() -> Path:
-    root = cache_dir() / "sources"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _apt_version(package: str) -> str | None:
-    proc = subprocess.run(["apt-cache", "show", "--no-all-versions", package],
-                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
-    m = re.search(r"^Version: (\S+)", proc.stdout, re.MULTILINE)
-    return m.group(1) if m else None
-
-
-def _kernelversion(tree: Path) -> str:
-    head = (tree / "Makefile").read_text(errors="replace")[:2000]
-    parts = {k: (re.search(rf"^{k}[ \t]*=[ \t]*(\S*)", head, re.MULTILINE) or [None, ""])[1]
-             for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION")}
-    version = f"{parts['VERSION']}.{parts['PATCHLEVEL']}"
-    if parts["SUBLEVEL"] and parts["SUBLEVEL"] != "0":
-        version += f".{parts['SUBLEVEL']}"
-    return version + parts["EXTRAVERSION"]
-
-
-def debian_source(series: str, bus: EventBus) -> Source:
-    """Debian's linux-source-<series>, unpacked once into the cache."""
-    if series not in DEBIAN_SERIES and not re.fullmatch(r"\d+\.\d+", series):
-        raise BuildError(f"debian:{series}: a Debian source is a series such as "
-                         f"{' or '.join(DEBIAN_SERIES)}")
-    package = f"linux-source-{series}"
-    version = _apt_version(package)
-    if version is None and os.geteuid() == 0:
-        bus.emit("build.apt_update", f"{package} unknown to apt: running apt-get update")
-        hostcmd.run(["apt-get", "update", "-q"], "apt-get update")
-        version = _apt_version(package)
-    if version is None:
-        cached = sorted(sources_root().glob(f"{package}_*/.kharness-source.json"))
-        if not cached:
-            raise BuildError(f"debian:{series}: Debian's archive has no package {package} "
-                             "(`apt-cache policy linux-source-*` lists the series it has)")
-        version = json.loads(cached[-1].read_text())["package_version"]
-        bus.emit("build.warning", f"apt does not know {package}: using the unpacked {version}")
-    top = sources_root() / f"{package}_{version}"
-    tree = top / package
-    marker = top / ".kharness-source.json"
-    if not marker.is_file():
-        _unpack_debian_source(package, version, top, tree, bus)
-        marker.write_text(json.dumps({"package": package, "package_version": version,
-                                      "version": _kernelversion(tree)}) + "\n")
-    return Source(f"debian:{series}", tree, _kernelversion(tree), f"{package} {version}")
-
-
-def _unpack_debian_source(package: str, version: str, top: Path, tree: Path,
-                          bus: EventBus) -> None:
-    start = time.monotonic()
-    bus.emit("build.source", f"downloading {package} {version}")
-    work = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=sources_root()))
-    try:
-        hostcmd.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-                     f"{package}={version}"], f"downloading {package}", cwd=work)
-        deb = next(work.glob("*.deb"))
-        bus.emit("build.source", f"unpacking {deb.name} ({deb.stat().st_size >> 20} MiB)")
-        member = f"./usr/src/{package}.tar.xz"
-        _pipeline([["dpkg-deb", "--fsys-tarfile", str(deb)], ["tar", "-xO", member],
-                   ["xz", "-dc", "-T0"], ["tar", "-x", "-C", str(work)]],
-                  f"unpacking {member} from {deb.name}")
-        deb.unlink()
-        if not (work / package / "Makefile").is_file():
-            raise BuildError(f"{deb.name}: {member} has no {package}/Makefile")
-        staged = work / "top"
-        staged.mkdir()
-        (work / package).rename(staged / package)
-        if top.exists():
-            shutil.rmtree(top)
-        staged.rename(top)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    bus.emit("build.source", f"{package} {version} unpacked in {time.monotonic() - start:.0f}s "
-             f"({tree})")
-
-
-def _pipeline(argvs: list[list[str]], what: str) -> None:
-    """`a | b | c` without a shell; every stage must succeed."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        prev = subprocess.DEVNULL
-        for i, argv in enumerate(argvs):
-            last = i == len(argvs) - 1
-            proc = subprocess.Popen(argv, stdin=prev, stderr=subprocess.PIPE,
-                                    stdout=None if last else subprocess.PIPE)
-            if procs:
-                procs[-1].stdout.close()  # type: ignore[union-attr]
-            procs.append(proc)
-            prev = proc.stdout  # type: ignore[assignment]
-        errors = [(p, p.stderr.read().decode(errors="replace")) for p in procs[::-1]]  # type: ignore[union-attr]
-        for p, err in errors[::-1]:
-            if p.wait() != 0:
-                raise hostcmd.HostCommandError(what, p.args, p.returncode, err)  # type: ignore[arg-type]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
-def path_source(value: str) -> Source:
-    """A user's kernel tree; it must be clean (`make mrproper`) for an O= build."""
-    tree = Path(value).expanduser().resolve()
-    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
-        raise BuildError(f"path:{value}: {tree} is not a Linux source tree (no Makefile and "
-                         "Kconfig at its top)")
-    for leftover in (".config", "include/config", "include/generated"):
-        if (tree / leftover).exists():
-            raise BuildError(
-                f"path:{value}: {tree / leftover} exists: kharness builds out of tree (O=) and "
-                f"the kernel's make refuses a configured source tree; run `make -C {tree} "
-                "mrproper` (it deletes that tree's .config and build output)")
-    return Source(f"path:{tree}", tree, _kernelversion(tree), _tree_identity(tree))
-
-
-def _tree_identity(tree: Path) -> str:
-    """git HEAD plus a hash of the uncommitted changes and untracked files; without git, a
-    hash of every file's path, size and mtime."""
-    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, check=False,
-                              stdin=subprocess.DEVNULL)
-
-    head = git("rev-parse", "HEAD")
-    if head.returncode == 0:
-        h = hashlib.sha256(git("diff", "HEAD", "--binary").stdout)
-        for name in sorted(git("ls-files", "-z", "--others", "--exclude-standard").stdout
-                           .split(b"\0")):
-            if name:
-                h.update(name + b"\0")
-                with contextlib.suppress(OSError):
-                    h.update(hashlib.sha256((tree / name.decode()).read_bytes()).digest())
-        return f"git {head.stdout.decode().strip()} changes {h.hexdigest()[:16]}"
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(tree):
-        dirs[:] = sorted(d for d in dirs if d != ".git")
-        for name in sorted(files):
-            p = os.path.join(root, name)
-            with contextlib.suppress(OSError):
-                st = os.stat(p)
-                h.update(f"{os.path.relpath(p, tree)} {st.st_size} {st.st_mtime_ns}\n".encode())
-    return f"files {h.hexdigest()[:16]}"
-
-
-def resolve_source(text: str, bus: EventBus) -> Source:
-    kind, sep, value = text.partition(":")
-    if sep and kind == "debian" and value:
-        return debian_source(value, bus)
-    if sep and kind == "path" and value:
-        return path_source(value)
-    raise BuildError(f"bad source {text!r}: debian:SERIES ({', '.join(DEBIAN_SERIES)}) or "
-                     "path:/a/linux/tree")
+# --- build:NAME, the kernel source --------------------------------------------------------------
+
+class BuildSource:
+    prefix = "build"
+    usage = "build:NAME (as given to `kharness kernel build --name`)"
+    example = "build:v612-v1"
+
+    def parse(self, value: str, text: str) -> KernelSpec:
+        if not NAME_RE.fullmatch(value):
+            raise KernelSpecError(f"bad kernel spec {text!r}: a build name is letters, digits, "
+                                  ". _ + - (as given to `kharness kernel build --name`)")
+        return KernelSpec(self.prefix, value, text=text)
+
+    def resolve(self, spec: KernelSpec, bus: EventBus, *, fetch: bool,
+                refresh: bool) -> Kernel:
+        """The build the name points at; nothing to fetch or refresh."""
+        return load(spec.value)
+
+    def cached(self) -> list[Kernel]:
+        return named_builds()
+
+    def fetch(self, spec: KernelSpec, bus: EventBus) -> Kernel:
+        """A build is made by `kharness kernel build`, not fetched: the named one, or an error
+        that says how to build it."""
+        return load(spec.value)
+
+    def fetch_debug(self, kernel: Kernel, bus: EventBus) -> Path:
+        if kernel.debug_vmlinux:
+            return kernel.debug_vmlinux
+        reproducer = kernel.origin.get("build", {}).get("reproducer", "kharness kernel build")
+        raise DebugSymbolsError(
+            f"{kernel.spec} was built without debug info: build it again with the debug "
+            f"fragment (`{reproducer} --config kconfig/debug.config`)")
+
+
+SOURCE = BuildSource()
 
 
 # --- the cache -------------------------------------------------------------------------------
-
-def builds_root() -> Path:
-    root = cache_dir() / "builds"
-    (root / "names").mkdir(parents=True, exist_ok=True)
-    return root
-
 
 def _toolchain() -> str:
     proc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False,
@@ -548,12 +156,15 @@ def kernel_from_entry(entry: Path, name: str) -> Kernel:
     meta = json.loads((entry / "build.json").read_text())
     release = meta["release"]
     modules = entry / "lib" / "modules" / release
+    gdb_scripts = entry / "gdb" / "vmlinux-gdb.py"
     return Kernel(
         spec=f"build:{name}", release=release, vmlinux=entry / "vmlinux",
         config=entry / "config", modules_dir=modules if (modules / "modules.dep").is_file()
         else None, image=entry / "bzImage" if (entry / "bzImage").is_file() else None,
-        extra={"build": {k: meta[k] for k in ("key", "source", "source_identity", "fragments",
-                                              "reproducer") if k in meta}},
+        debug_file=entry / DEBUG_VMLINUX,
+        gdb_scripts=gdb_scripts if gdb_scripts.is_file() else None,
+        origin={"build": {k: meta[k] for k in ("key", "source", "source_identity", "fragments",
+                                               "reproducer") if k in meta}},
     )
 
 
