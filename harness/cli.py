@@ -411,6 +411,55 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .results import ERROR, FAIL, ResultsWriter, environment
+    from .selftest.build import SelftestBuildError
+    from .selftest.run import Selection, SelftestError, SelftestRunner, plan
+
+    if args.repeat < 1 or args.timeout <= 0:
+        raise UsageError("--repeat must be >= 1 and --timeout > 0")
+    try:
+        selections = [Selection.parse(t) for t in args.test or []]
+    except SelftestError as exc:
+        raise UsageError(str(exc)) from None
+    bus = _bus(args)
+    specs = args.kernel or list(kernels.DEFAULT_KERNELS)
+    kernel_list = [kernels.resolve(spec, bus) for spec in specs]
+    try:  # sources resolved, tests built and selections checked before anything boots
+        plans = plan(kernel_list, selections, bus, source=args.source,
+                     own_source=args.own_source)
+    except (SelftestError, SelftestBuildError) as exc:
+        raise UsageError(str(exc)) from None
+    results_dir = Path(args.results or f"results/selftest-{time.strftime('%Y%m%d-%H%M%S')}")
+    writer = ResultsWriter(results_dir)
+    accel = args.accel
+    if accel == "auto":
+        accel = detect_accel(MachineConfig(kernel=kernel_list[0], initrd=images.initrd_for(
+            kernel_list[0], bus)), bus)
+    runner = SelftestRunner(plans, writer, bus, jobs=args.jobs or len(plans),
+                            repeat=args.repeat, timeout=args.timeout, accel=accel,
+                            boot_timeout=args.boot_timeout)
+    info = environment(kernel_list, accel)
+    info.update(argv=sys.argv, hierarchies=["v2"], selftests=[
+        {"kernel": p.kernel.release, "source": p.tests.source, "version": p.tests.version,
+         "identity": p.tests.identity, "binaries": p.binaries} for p in plans])
+    writer.write_run_info(info)
+    start = time.monotonic()
+    try:
+        with _finishing(runner, writer, info, [Path(args.junit)] if args.junit else [], bus):
+            results = runner.run()
+    except OutputError as exc:
+        print(f"kharness: {exc}; the run stopped: {len(writer.results)} result(s) kept in "
+              f"{writer.jsonl}", file=sys.stderr)
+        return EXIT_USAGE
+    counts = runner.counts
+    bus.emit("run.done", f"{len(results)} selftest results in {time.monotonic() - start:.0f}s: "
+             + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {results_dir}")
+    if counts[ERROR]:
+        return EXIT_USAGE
+    return 1 if counts[FAIL] else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import compare
     from .rundir import RunDirError, read_run
@@ -612,6 +661,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("selftest", help="build the kernel's own cgroup selftests and run them "
+                       "on kernels: one result per subtest, as scenarios have",
+                       description="Build tools/testing/selftests/cgroup from a kernel source "
+                       "(statically, without -O2), boot each kernel with what the tests need "
+                       "(cgroup2 with nsdelegate, an ext4 working directory, zram swap, "
+                       "debugfs) and run them. Exit 1 when a subtest is not ok, 2 on errors.")
+    p.add_argument("--kernel", action="append", help="kernel spec, repeatable (default: "
+                   "debian:6.1 and debian:6.12)")
+    p.add_argument("--test", action="append", metavar="BINARY[:SUBTEST]",
+                   help="only this program (test_memcontrol) or subtest "
+                   "(test_memcontrol:test_memcg_min), repeatable (default: all)")
+    p.add_argument("--source", help="the source tree the tests come from: debian:6.12, "
+                   "path:/a/linux/tree (default: the newest source among the kernels')")
+    p.add_argument("--own-source", action="store_true",
+                   help="each kernel runs the selftests of its own source")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run every program N times; a subtest with both verdicts is flaky")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds per program run (default 300)")
+    p.add_argument("--results", help="results directory (default results/selftest-<time>)")
+    p.add_argument("--junit", help="also write the JUnit XML here")
+    p.add_argument("--jobs", type=int, help="machines in parallel (default: one per kernel)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("--boot-timeout", type=float, default=90.0)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("compare", help="what changed between two runs: regressions, fixes, "
                        "skips, cells in one run only, figures that moved; exit 1 on a regression",

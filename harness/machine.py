@@ -84,6 +84,12 @@ class MachineConfig:
     rdma: bool = False
     module_groups: tuple[str, ...] = ()
     disk: str | None = None  # size of a raw virtio disk (/dev/vda in the guest), e.g. "64M"
+    # A host directory whose files the disk holds: the disk is then an ext4 filesystem made
+    # from it (mkfs.ext4 -d), fresh for each boot (the guest mounts it: module group ext4).
+    disk_files: Path | None = None
+    # Options for the cgroup2 mount (v2), e.g. ("nsdelegate", "memory_recursiveprot") as
+    # systemd mounts it; the kernel's selftests need nsdelegate for their namespace tests.
+    cgroup2_options: tuple[str, ...] = ()
     accel: str = "auto"  # auto, kvm or tcg
     cmdline: tuple[str, ...] = ()
     boot_timeout: float = 90.0
@@ -229,6 +235,8 @@ class Machine:
                 f"kharness.hierarchy={c.hierarchy}"]
         if c.swap:
             args.append(f"kharness.swap={c.swap}")
+        if c.cgroup2_options:
+            args.append("kharness.cgroup2opts=" + ",".join(c.cgroup2_options))
         if c.rdma:
             args.append("kharness.rdma=1")
         if c.gdb:
@@ -330,6 +338,14 @@ class Machine:
         if self.config.disk:
             with open(self.disk_image, "wb") as f:  # sparse, empty for each boot
                 f.truncate(memory_mib(self.config.disk) << 20)
+            if self.config.disk_files is not None:
+                proc = subprocess.run(
+                    ["mkfs.ext4", "-q", "-F", "-L", "kharness", "-d",
+                     str(self.config.disk_files), str(self.disk_image)],
+                    capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+                if proc.returncode != 0:
+                    raise BootError(f"mkfs.ext4 -d {self.config.disk_files} failed: "
+                                    f"{proc.stderr.strip()}", [], None, "")
         argv = self.argv()
         atomic_write(self.workdir / "qemu.argv", shlex.join(redacted(argv)) + "\n")
         again = f", boot {attempt}" if attempt > 1 else ""
@@ -556,7 +572,7 @@ class Machine:
                 info.rdma = m.payload
                 if m.payload.startswith("fail"):
                     info.problems.append(f"rdma: {m.payload}")
-            elif m.name in ("module", "net", "sshd") and "fail" in words:
+            elif m.name in ("module", "net", "sshd", "cgroup2opts") and "fail" in words:
                 info.problems.append(f"{m.name}: {m.payload}")
 
     def _boot_error(self, reason: str, argv: list[str], failure: str | None = None) -> BootError:

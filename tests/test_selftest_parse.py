@@ -57,3 +57,14 @@ def test_exit_skip_after_some_results_is_a_reason_not_a_name():
 def test_a_binary_that_died_before_its_plan_was_done():
     out = parse("TAP version 13\n1..3\nok 1 a\n[crash output]\n")
     assert out.missing() == 2 and out.trailing == ["[crash output]"]
+
+
+def test_a_result_after_a_message_without_its_newline():
+    """test_zswap on 6.12 printed `...while wb is enablednot ok 4 test_zswap_writeback_enabled`."""
+    out = parse("ok 3 test_zswapin\nzswpwb_after is 0 while wb is enablednot ok 4 "
+                "test_zswap_writeback_enabled\nok 5 test_b\n")
+    s = out.subtests[1]
+    assert (s.number, s.name, s.status) == (4, "test_zswap_writeback_enabled", "fail")
+    assert s.reason == "zswpwb_after is 0 while wb is enabled"
+    assert [t.name for t in out.subtests] == ["test_zswapin", "test_zswap_writeback_enabled",
+                                              "test_b"]

@@ -119,13 +119,18 @@ class SSHChannel:
         raise ChannelError(f"SSH to {self.host}:{self.port} failed within {timeout:.0f}s: {last}")
 
     def run(self, cmd: str | Sequence[str], timeout: float | None = 60.0,
-            stdin: str | bytes | None = None, check: bool = False) -> CommandResult:
-        """Run a shell command in the guest; collect stdout, stderr, the exit status."""
+            stdin: str | bytes | None = None, check: bool = False,
+            pty: bool = False) -> CommandResult:
+        """Run a shell command in the guest; collect stdout, stderr, the exit status.
+
+        `pty`: on a terminal, as a user's shell would: the program's stdio is line-buffered
+        and stderr arrives in stdout, in order (what a kselftest binary printed before a crash
+        is not lost in a buffer); lines end in CRLF."""
         if self.client is None:
             raise ChannelError("SSH channel is not connected")
         text = command_text(cmd)
         start = time.monotonic()
-        chan = self._start(text, stdin)
+        chan = self._start(text, stdin, pty)
         out, err = bytearray(), bytearray()
         deadline = None if timeout is None else start + timeout
         timed_out = False
@@ -159,7 +164,8 @@ class SSHChannel:
             raise CommandFailed(result)
         return result
 
-    def _start(self, text: str, stdin: str | bytes | None) -> paramiko.Channel:
+    def _start(self, text: str, stdin: str | bytes | None,
+               pty: bool = False) -> paramiko.Channel:
         """A channel running `text`. A failure before the server accepted the exec request
         means the command never ran, so it is retried (twice): dropbear sometimes closes a
         channel it has just opened, or drops the connection, when several channels open and
@@ -183,6 +189,8 @@ class SSHChannel:
                 # A window no command's output fills: paramiko never sends a WINDOW_ADJUST,
                 # which could cross the server's CLOSE (see _send_eof).
                 chan = transport.open_session(window_size=WINDOW, timeout=10)
+                if pty:
+                    chan.get_pty(term="dumb", width=500, height=50)
                 chan.exec_command(text)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 last = exc

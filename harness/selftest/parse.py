@@ -23,6 +23,7 @@ _RESULT = re.compile(r"^(not ok|ok)\s+(\d+)\s*(.*?)\s*$")
 _DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(SKIP|TODO|XFAIL|XPASS|ERROR)\b\s*(.*)$", re.IGNORECASE)
 _PLAN = re.compile(r"^1\.\.(\d+)\s*(?:#\s*SKIP\b\s*(.*))?$", re.IGNORECASE)
 _TOTALS = re.compile(r"^#\s*Totals:")
+_LATE_RESULT = re.compile(r"(?:not ok|ok) \d+ (?:test_\w+|#\s*SKIP\b.*)$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def parse(text: str) -> BinaryOutput:
                 out.skipped = (m.group(2) or "").strip() or "skipped (no reason given)"
             continue
         m = _RESULT.match(line)
+        if m is None and (late := _LATE_RESULT.search(line)):
+            # `...while wb is enablednot ok 4 test_x`: a message printed without its newline
+            pending.append(line[:late.start()])
+            m = _RESULT.match(line[late.start():])
         if m:
             ok, number, rest = m.group(1) == "ok", int(m.group(2)), m.group(3)
             status, name, directive = ("pass" if ok else "fail"), rest, ""
