@@ -141,6 +141,23 @@ def plan(kernels: Sequence[Kernel], selections: Sequence[Selection], bus: EventB
     return plans
 
 
+_EXIT_MARK = "KHARNESS-EXIT="
+
+
+def _exit_status(text: str) -> tuple[str, int]:
+    """The program's output without the shell's status line, and that status (-1: none, the
+    shell never got there). The shell's own `Killed` notice goes too."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(_EXIT_MARK) and lines[i][len(_EXIT_MARK):].strip().isdigit():
+            status = int(lines[i][len(_EXIT_MARK):])
+            kept = lines[:i]
+            if kept and kept[-1].strip() in ("Killed", "Segmentation fault", "Aborted"):
+                kept = kept[:-1]
+            return "\n".join(kept) + "\n", status
+    return text, -1
+
+
 def cell_name(binary: str, subtest: str | None = None) -> str:
     return f"selftest/{binary}" + (f"/{subtest}" if subtest else "")
 
@@ -307,16 +324,18 @@ class SelftestRunner:
         for i in range(self.repeat):
             first_event = len(vm.console.events)
             start = time.monotonic()
-            command = (f"cd {GUEST_DIR} && exec timeout -s KILL {self.timeout:g} ./{binary}")
+            # The shell reports the status: SSH gives none for a program a signal ended
+            # (dropbear sends exit-signal), and 128 + N is what tells a crash from a failure.
+            command = (f"cd {GUEST_DIR} && timeout -s KILL {self.timeout:g} ./{binary}; "
+                       f"echo {_EXIT_MARK}$?")
             try:
                 r = vm.ssh.run(command, timeout=self.timeout + 30, pty=True)  # type: ignore[union-attr]
                 error = None
             except ChannelError as exc:
                 r, error = None, f"lost the guest: {exc}"
             duration = time.monotonic() - start
-            text = r.stdout if r is not None else ""
+            text, status = _exit_status(r.stdout if r is not None else "")
             out = parse(text)
-            status = r.exit_status if r is not None else -1
             # `timeout -s KILL` ends a hung binary with SIGKILL (exit 137) at the timeout
             timed_out = r is not None and (r.timed_out or (status == 137 and
                                                            duration >= self.timeout - 1))
