@@ -17,7 +17,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from .scenario import BYTE_METRICS, ROOT, Expectation
+from .cgroups.knobs import BYTE_METRICS
+from .scenario import ROOT, Expectation
 from .units import format_size, parse_size, parse_tolerance, parse_value
 
 Observed = int | float | str | None

@@ -31,63 +31,26 @@ from typing import Any, Literal
 import jsonschema
 import yaml
 
-from .cgroups.knobs import FEATURES, KNOBS, METRICS
+from .cgroups.knobs import (
+    BYTE_METRICS,
+    CONTROLLERS,
+    FEATURES,
+    KNOBS,
+    METRICS,
+    SAMPLED_METRICS,
+    VERSIONS,
+)
 from .units import format_size, parse_size, parse_tolerance, parse_value
 from .workloads import WORKLOADS_DIR
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "scenario.schema.json"
 
-HIERARCHIES = ("v1", "v2")
+HIERARCHIES = VERSIONS
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "approx", "range")
 ORDERING_OPERATORS = ("<", "<=", ">", ">=")
-CONTROLLERS = ("memory", "cpu", "cpuacct", "io", "blkio", "pids", "rdma", "freezer", "cpuset",
-               "hugetlb", "misc", "perf_event", "net_cls", "net_prio", "devices")
 STEP_FIELDS = ("exit_status", "signal")  # besides keys of the step's `key=value` stdout
 DEFAULT_TIMEOUT = 60.0
 ROOT = ""  # the scenario's own cgroup; "." in a file means the same
-
-# Metrics the runner computes from the samples a `sample: true` run step takes in that cgroup
-# (harness/runner.py), besides the cgroup files' METRICS.
-SAMPLED_METRICS = ("sampled_peak", "sampled_swap_peak")
-# Metrics counted in bytes: their expected values may be sizes (32M). The others are counts,
-# seconds (cpu_usage) or 0/1 (frozen) and take plain numbers.
-BYTE_METRICS = frozenset({"usage", "peak", "swap", "swap_peak", "io_read_bytes",
-                          *SAMPLED_METRICS})
-
-# What a knob's value must look like, for the knobs this module knows; a knob added to
-# harness/cgroups/knobs.py later is accepted with any value until it is listed here.
-_KNOB_VALUES: dict[str, str] = {
-    "memory.max": "size_or_max",
-    "memory.swap.max": "size_or_max",
-    "memory.high": "size_or_max",
-    "memory.low": "size_or_max",
-    "memory.min": "size_or_max",
-    "memory.reclaim": "size",
-    "memory.soft_limit_in_bytes": "size_or_max",
-    "memory.oom.group": "flag",
-    "memory.oom_control": "flag",
-    "memory.swappiness": "int",
-    "memory.move_charge_at_immigrate": "int",
-    "cpu.max": "cpu_max",
-    "cpu.weight": "int",
-    "pids.max": "int_or_max",
-    "io.max": "io_max",
-    "rdma.max": "rdma_max",
-    "cgroup.freeze": "flag",
-    "cpuset.cpus": "cpu_list",
-    "cpuset.mems": "cpu_list",
-}
-_VALUE_KIND_TEXT = {
-    "size": "a size (32M, 1G, 512K or bytes)",
-    "size_or_max": "a size (32M, 1G, 512K or bytes) or max",
-    "flag": "0 or 1",
-    "int": "a whole number",
-    "int_or_max": "a whole number or max",
-    "cpu_max": '"QUOTA PERIOD" in microseconds ("50000 100000", "max 100000") or max',
-    "io_max": '"{disk} rbps=N wbps=N riops=N wiops=N" (N a number, size or max)',
-    "rdma_max": '"{rdma} hca_handle=N hca_object=N" (N a number or max)',
-    "cpu_list": 'a CPU or node list ("0", "0-1", "0,2")',
-}
 
 # Programs of the guest image besides the workloads and busybox's applets (images.py).
 GUEST_BINARIES = ("rdma", "ibv_devices", "ibv_devinfo", "dropbear", "dropbearkey")
@@ -429,9 +392,26 @@ def command_program(command: str) -> str | None:
 
 # --- loading ---------------------------------------------------------------------------------
 
+# The schema's enums that are generated when it is loaded, from the lists they must equal: the
+# file holds no copy of them, so the two cannot disagree.
+_GENERATED_ENUMS: dict[str, tuple[str, ...]] = {
+    "hierarchy": VERSIONS,
+    "controller": CONTROLLERS,
+    "operator": OPERATORS,
+}
+
+
 @functools.cache
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    """The scenario schema: the file with its enums filled in (see _GENERATED_ENUMS)."""
+    doc = json.loads(SCHEMA_PATH.read_text())
+    for name, values in _GENERATED_ENUMS.items():
+        definition = doc["$defs"][name]
+        if "enum" in definition:
+            raise ValueError(f"{SCHEMA_PATH}: $defs.{name} has an enum of its own; it is "
+                             "generated when the schema is loaded (remove it from the file)")
+        definition["enum"] = list(values)
+    return doc
 
 
 @functools.cache
@@ -673,44 +653,6 @@ def _int_value(v: Any) -> int | None:
     if isinstance(v, str) and _INT.match(v.strip()):
         return int(v)
     return None
-
-
-def _knob_value_ok(kind: str, v: Any) -> bool:
-    text = str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-    if kind == "size":
-        return (n := _size(v)) is not None and n >= 0
-    if kind == "size_or_max":
-        return text == "max" or ((n := _size(v)) is not None and n >= 0)
-    if kind == "flag":
-        return _int_value(v) in (0, 1)
-    if kind == "int":
-        return _int_value(v) is not None
-    if kind == "int_or_max":
-        return text == "max" or ((n := _int_value(v)) is not None and n >= 0)
-    if text is None:
-        return False
-    if kind == "cpu_max":
-        return re.fullmatch(r"(max|\d+)( \d+)?", text) is not None
-    if kind == "cpu_list":
-        return re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text) is not None
-    if kind in ("io_max", "rdma_max"):
-        words = text.split()
-        if len(words) < 2:
-            return False
-        if kind == "io_max":
-            if not re.fullmatch(r"\{disk\}|\d+:\d+", words[0]):
-                return False
-            keys, value_ok = ("rbps", "wbps", "riops", "wiops"), (
-                lambda s: s == "max" or _size(s) is not None)
-        else:
-            keys, value_ok = ("hca_handle", "hca_object"), (
-                lambda s: s == "max" or _INT.match(s) is not None)
-        for word in words[1:]:
-            k, eq, val = word.partition("=")
-            if not eq or k not in keys or not value_ok(val):
-                return False
-        return True
-    return True
 
 
 def _is_signal(v: Any) -> bool:
@@ -983,9 +925,9 @@ class _Checker:
         return declared
 
     def _knob_value(self, path: Path_, knob: str, value: Any) -> None:
-        kind = _KNOB_VALUES.get(knob)
-        if kind and isinstance(value, (str, int, float)) and not _knob_value_ok(kind, value):
-            self.problem(path, f"{knob}: {value!r} is not {_VALUE_KIND_TEXT[kind]}")
+        kind = KNOBS[knob].value
+        if isinstance(value, (str, int, float)) and not kind.check(value):
+            self.problem(path, f"{knob}: {value!r} is not {kind.text}")
         self._placeholders(path, value)
 
     def _steps(self, steps: list[Any]) -> dict[str, tuple[int, dict[str, Any]]]:

@@ -7,6 +7,7 @@ that exactly those are reported, so each file is the test of one rule.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -440,9 +441,27 @@ def test_schema_is_valid_draft_2020_12_and_packaged() -> None:
     assert any(d.startswith("jsonschema") for d in pyproject["project"]["dependencies"])
 
 
-def test_schema_operators_match_the_module() -> None:
-    assert tuple(scenario.schema()["$defs"]["operator"]["enum"]) == scenario.OPERATORS
-    assert tuple(scenario.schema()["$defs"]["controller"]["enum"]) == scenario.CONTROLLERS
+def test_schema_enums_are_generated_from_the_tables() -> None:
+    from harness.cgroups import knobs
+
+    defs = scenario.schema()["$defs"]
+    assert tuple(defs["operator"]["enum"]) == scenario.OPERATORS
+    assert tuple(defs["controller"]["enum"]) == knobs.CONTROLLERS
+    assert tuple(defs["hierarchy"]["enum"]) == knobs.VERSIONS == scenario.HIERARCHIES
+    # the file holds no copy that could disagree
+    raw = json.loads(scenario.SCHEMA_PATH.read_text())["$defs"]
+    assert not {"enum"} & {*raw["operator"], *raw["controller"], *raw["hierarchy"]}
+
+
+def test_a_schema_file_with_its_own_copy_of_a_generated_enum_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = json.loads(scenario.SCHEMA_PATH.read_text())
+    doc["$defs"]["controller"]["enum"] = ["memory"]
+    path = tmp_path / "scenario.schema.json"
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(scenario, "SCHEMA_PATH", path)
+    with pytest.raises(ValueError, match=r"\$defs.controller has an enum of its own"):
+        scenario.schema.__wrapped__()
 
 
 def test_names_come_from_the_knob_table() -> None:
@@ -451,7 +470,5 @@ def test_names_come_from_the_knob_table() -> None:
     assert scenario.KNOBS is knobs.KNOBS
     assert scenario.METRICS is knobs.METRICS
     assert scenario.FEATURES is knobs.FEATURES
-    # The value shapes this module checks are for knobs the table has.
-    assert set(scenario._KNOB_VALUES) <= set(knobs.KNOBS)
-    assert scenario.BYTE_METRICS <= {*knobs.METRICS, *scenario.SAMPLED_METRICS}
-    assert not set(scenario.SAMPLED_METRICS) & set(knobs.METRICS)
+    assert scenario.SAMPLED_METRICS is knobs.SAMPLED_METRICS
+    assert not set(knobs.SAMPLED_METRICS) & set(knobs.METRICS)
