@@ -19,8 +19,9 @@ import math
 import signal
 from typing import Any
 
+from .cgroups.knobs import BYTE_METRICS
 from .results import Check
-from .scenario import BYTE_METRICS, ROOT, Expectation
+from .scenario import ROOT, Expectation
 from .units import format_size, parse_size, parse_tolerance, parse_value
 
 Observed = int | float | str | None

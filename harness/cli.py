@@ -237,9 +237,18 @@ def cmd_shell(args: argparse.Namespace) -> int:
 # --- scenarios ------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every problem on stderr, one a line, and their count; exit status 2 if any."""
     from . import scenario
 
-    return scenario.validate_command(args.paths)
+    scenarios, problems = scenario.load([Path(p) for p in args.paths])
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found",
+              file=sys.stderr)
+        return 2
+    print(f"{len(scenarios)} scenario{'s' if len(scenarios) != 1 else ''} OK")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .capture import GdbCapture
 from .cgroups.hierarchy import CgroupError, Hierarchy
-from .cgroups.knobs import controller_name
+from .cgroups.knobs import RDMA_DEVICE, SAMPLED_METRICS, controller_name
 from .channels import ChannelError, CommandResult
 from .checks import Check, evaluate, skip
 from .console import ConsoleEventKind, classify
@@ -130,7 +130,7 @@ class ScenarioRun:
         self.outcomes: dict[str, StepOutcome] = {}
         self.controllers: set[str] = set(self.sc.requires.controllers)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="step")
-        self.values = {"rdma": "rxe0"}
+        self.values = {"rdma": RDMA_DEVICE}
         self.gdb: GdbCapture | None = None
         self.arm_at: str | None = None  # the step whose start sets the breakpoints
         self.stepped = False  # a step started (a failure then belongs to the scenario)
@@ -526,13 +526,15 @@ class ScenarioRun:
             return None, f"step {exp.target} printed no {exp.field}="
         path = self.path(exp.cgroup)
         if exp.kind == "metric":
-            if exp.target in ("sampled_peak", "sampled_swap_peak"):
+            if exp.target in SAMPLED_METRICS:
                 samples = self.result.samples.get(exp.cgroup or ".")
                 if not samples:
                     return None, "no samples were taken"
-                if exp.target == "sampled_peak":
-                    return max(s.usage for s in samples), None
-                return max(s.swap for s in samples), None
+                column = [s.usage if exp.target == "sampled_peak" else s.swap for s in samples]
+                values = [v for v in column if v is not None]
+                if not values:  # a hierarchy without the counter (v1 without memsw)
+                    return None, f"the samples have no {exp.target.removeprefix('sampled_')}"
+                return max(values), None
             reading = self.h.read_metric(path, exp.target, {"disk": self.values.get("disk")})
             return reading.value, reading.reason
         text = self.h.read_file(path, exp.target)

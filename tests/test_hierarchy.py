@@ -1,5 +1,6 @@
 """cgroup hierarchies: the commands they send (fake channel), the scripts they generate run by
 the host's busybox (the same busybox-static the guest runs), and real guests (integration).
+The shell protocol itself (status lines, errno names, quoting) is tested in test_guest.py.
 
 The integration tests boot one guest per (kernel, hierarchy) they need, module-scoped; set
 KHARNESS_SKIP_INTEGRATION=1 to leave them out.
@@ -9,26 +10,24 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import test_guest
+from test_guest import BUSYBOX, BusyboxChannel, needs_busybox
 
 from harness.cgroups import hierarchy as hmod
 from harness.cgroups.hierarchy import (
     CgroupError,
     Reading,
-    Sample,
     V1Hierarchy,
     V2Hierarchy,
     _Probe,
     clean_path,
-    errno_from_message,
     make_hierarchy,
-    parse_samples,
     parse_status,
 )
 from harness.cgroups.knobs import KnobUnsupported
@@ -286,47 +285,6 @@ def test_clean_path_refuses(path):
         clean_path(path)
 
 
-@pytest.mark.parametrize(("message", "name"), [
-    ("sh: write error: Invalid argument", "EINVAL"),
-    ("sh: write error: Device or resource busy", "EBUSY"),
-    ("sh: write error: No such device", "ENODEV"),
-    ("sh: write error: No space left on device", "ENOSPC"),
-    ("sh: write error: Resource temporarily unavailable", "EAGAIN"),
-    ("sh: write error: Operation not supported", "EOPNOTSUPP"),
-    ("sh: write error: Numerical result out of range", "ERANGE"),
-    ("sh: write error: Operation not permitted", "EPERM"),
-    ("sh: can't create /sys/fs/cgroup/memory.max: Permission denied", "EACCES"),
-    ("sh: can't create /sys/fs/cgroup/x/memory.max: nonexistent directory", "ENOENT"),
-    ("sh: write error: No such process", "ESRCH"),
-    ("something else entirely", None),
-])
-def test_errno_from_message(message, name):
-    assert errno_from_message(message) == name
-
-
-@pytest.mark.parametrize(("stdout", "expected"), [
-    ("out\n\nKH-STATUS=9 Command terminated by signal 9\n", ("out\n", 137, "SIGKILL")),
-    ("\nKH-STATUS=0 \n", ("", 0, None)),
-    ("done mib=64\n\nKH-STATUS=0 \n", ("done mib=64\n", 0, None)),
-    ("x\n\nKH-STATUS=3 Command exited with non-zero status 3\n", ("x\n", 3, None)),
-    # a shell that reports its child's death as exit 137 exited; it was not killed
-    ("\nKH-STATUS=137 Command exited with non-zero status 137\n", ("", 137, None)),
-    ("no newline\nKH-STATUS=15 Command terminated by signal 15\n", ("no newline", 143, "SIGTERM")),
-    ("KH-STATUS=x\n\nKH-STATUS=0 \n", ("KH-STATUS=x\n", 0, None)),
-    # without `time`'s report: the shell's convention
-    ("\nKH-STATUS=137 \n", ("", 137, "SIGKILL")),
-])
-def test_parse_status(stdout, expected):
-    assert parse_status(stdout) == expected
-
-
-def test_parse_status_errors():
-    with pytest.raises(CgroupError, match="could not join its cgroup"):
-        parse_status("\nKH-JOIN-FAILED\n\nKH-STATUS=125 Command exited with non-zero status 125\n")
-    with pytest.raises(CgroupError, match="no KH-STATUS= line"):
-        parse_status("reached_mib=1\n")
-
-
 def test_run_in_v1_joins_each_needed_hierarchy_once():
     h, _ = v1()
     line = h.run_in("kh/hog", "memhog 64", {"memory", "cpu", "cpuacct"})
@@ -471,38 +429,9 @@ def test_sampler_reads_the_right_files():
         v1(probe=PROBE_V1_612)[0].sampler("kh/hog")
 
 
-def test_parse_samples():
-    text = "2.22 0 0\n2.33 13787136 -4096\n2.44 - -\ngarbage\n2.55 33554432 1048576\n"
-    assert parse_samples(text) == [Sample(2.22, 0, 0), Sample(2.33, 13787136, 0),
-                                   Sample(2.44, None, None), Sample(2.55, 32 * M, M)]
-
-
 # --- unit: the generated scripts, run by the host's busybox ------------------------------------
 
-BUSYBOX = shutil.which("busybox")
-needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox not installed on the host")
-
-
-@pytest.fixture(scope="module")
-def bb_path(tmp_path_factory) -> str:
-    bindir = tmp_path_factory.mktemp("bb-bin")
-    subprocess.run([BUSYBOX, "--install", "-s", str(bindir)], check=True)
-    return str(bindir)
-
-
-class BusyboxChannel:
-    """Runs each script with the host's busybox sh and only busybox applets on PATH."""
-
-    def __init__(self, path: str) -> None:
-        self.env = {"PATH": path, "HOME": "/tmp"}
-        self.commands: list[str] = []
-
-    def run(self, cmd, timeout=60.0, stdin=None, check=False) -> CommandResult:
-        self.commands.append(cmd)
-        start = time.monotonic()
-        p = subprocess.run([BUSYBOX, "sh", "-c", cmd], capture_output=True, text=True,
-                           timeout=timeout, env=self.env, input=stdin or "", check=False)
-        return CommandResult(cmd, p.returncode, p.stdout, p.stderr, time.monotonic() - start)
+bb_path = test_guest.bb_path  # the fixture: busybox's applets installed in a directory
 
 
 @pytest.fixture
@@ -598,6 +527,28 @@ def test_reads_for_real(local_v2):
     assert r.value is None and "memory.swap.peak does not exist on test (v2)" in r.reason
     r = h.read_metric("kh/gone", "peak")
     assert r == Reading(None, "peak: cgroup kh/gone does not exist")
+
+
+@needs_busybox
+def test_a_root_with_a_space_and_a_quote_for_real(tmp_path, monkeypatch, bb_path):
+    """What the hierarchy sends quotes its paths whatever they hold (a scenario's cgroup names
+    cannot hold a space or a quote: clean_path refuses them; the mount point here does)."""
+    root = tmp_path / "it's a root"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("memory pids\n")
+    monkeypatch.setattr(hmod, "ROOT", str(root))
+    ch = BusyboxChannel(bb_path)
+    h = V2Hierarchy(ch)
+    assert h.controllers() == {"memory", "pids"}  # the probe script, for real
+    h.create("kh/a", {"memory"})
+    assert (root / "kh" / "a").is_dir()
+    assert (root / "cgroup.subtree_control").read_text() == "+memory\n"
+    (root / "kh/a/cgroup.procs").write_text("")
+    assert h.write_file("kh/a", "pids.max", "it's 5").ok
+    assert h.read_file("kh/a", "pids.max") == "it's 5\n"
+    out, status, _ = parse_status(ch.run(h.run_in("kh/a", "echo hi", {"memory"})).stdout)
+    assert (out, status) == ("hi\n", 0)
+    assert h.procs("kh", recursive=True) == [int((root / "kh/a/cgroup.procs").read_text())]
 
 
 @needs_busybox

@@ -124,6 +124,53 @@ def test_knob_table_shape():
     assert KNOBS["io.max"].v1_controller == "blkio"
 
 
+def test_every_knob_says_what_its_value_looks_like():
+    for name, k in KNOBS.items():
+        assert isinstance(k.value, knobs.ValueKind) and k.value.text, name
+    assert KNOBS["memory.max"].value is knobs.SIZE_OR_MAX
+    assert KNOBS["memory.reclaim"].value is knobs.SIZE  # no max: it is an amount to reclaim
+    assert KNOBS["pids.max"].value is knobs.INT_OR_MAX
+
+
+@pytest.mark.parametrize(("knob", "good", "bad"), [
+    ("memory.max", ["32M", " 1G ", "max", 0, 4096, 8.0], ["-1", -1, "32X", True, 1.5, "MAX"]),
+    ("memory.reclaim", ["1M", 0], ["max"]),
+    ("memory.oom.group", [0, 1, "1"], [2, "yes", "max", True]),  # YAML true is no flag
+    ("memory.swappiness", [60, "-1", "+5"], ["60%", "max", 1.5]),
+    ("pids.max", [10, "max", "0"], [-1, "10M", "MAX"]),
+    ("cpu.max", ["50000 100000", "max 100000", "max", 50000], ["max max", "50000,100000", 1.5]),
+    ("io.max", ["{disk} rbps=1M wbps=max", "254:0 riops=10", "8:0 rbps=1.5M wiops=max"],
+     ["{disk}", "vda rbps=1M", "{disk} rbps=", "{disk} bps=1", "{rdma} rbps=1", 5]),
+    ("rdma.max", ["{rdma} hca_handle=2 hca_object=max", "rxe0 hca_handle=2"],
+     ["rxe0", "rxe0 hca_handle=x", "rxe0 handles=2", 2]),
+    ("cpuset.cpus", ["0", "0-1", "0,2", "0-1,3", 0], ["0-", "a", "0 1"]),
+])
+def test_value_kinds(knob, good, bad):
+    kind = KNOBS[knob].value
+    assert [v for v in good if not kind.check(v)] == []
+    assert [v for v in bad if kind.check(v)] == []
+
+
+def test_byte_metrics_are_the_metrics_counted_in_bytes():
+    assert {m.unit for m in (*METRICS.values(), *knobs.SAMPLED_METRICS.values())} == {
+        "bytes", "count", "seconds", "bool"}
+    assert knobs.BYTE_METRICS == {"usage", "peak", "swap", "swap_peak", "io_read_bytes",
+                                  "sampled_peak", "sampled_swap_peak"}
+    for m in knobs.SAMPLED_METRICS.values():  # the runner computes them: no file to read
+        assert m.v1 is None and m.v2 is None and m.unit == "bytes"
+
+
+def test_controllers_of_both_hierarchies():
+    assert set(knobs.CONTROLLERS) == {*knobs.V1_CONTROLLERS, *knobs.V2_CONTROLLERS}
+    assert len(set(knobs.CONTROLLERS)) == len(knobs.CONTROLLERS)
+    assert knobs.CONTROLLERS[:5] == ("memory", "cpu", "cpuacct", "io", "blkio")
+    assert "io" in knobs.V2_CONTROLLERS and "io" not in knobs.V1_CONTROLLERS
+    assert "freezer" in knobs.V1_CONTROLLERS and "freezer" not in knobs.V2_CONTROLLERS
+    for k in KNOBS.values():
+        assert k.v1_controller in (None, *knobs.V1_CONTROLLERS), k.name
+        assert k.v2_controller in (None, *knobs.V2_CONTROLLERS), k.name
+
+
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(UnknownName, match="memory.max"):
         writes_for("memory.maxx", 1, "v2")

@@ -1,4 +1,5 @@
-"""Loading and validating scenarios (harness/scenario.py) against the fixtures in tests/scenarios/.
+"""Loading and checking scenarios (harness/scenario.py, harness/scenario_check.py,
+harness/scenario_schema.py, harness/guest_programs.py) against the fixtures in tests/scenarios/.
 
 Every file in tests/scenarios/invalid/ states the problems it must produce in its header, one
 `# problem: KEY_PATH: MESSAGE-START` line each (`-` for the file as a whole): the test checks
@@ -7,6 +8,7 @@ that exactly those are reported, so each file is the test of one rule.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness import scenario
+from harness import guest_programs, scenario, scenario_check, scenario_schema
+from harness.cli import main
+from harness.guest_programs import command_program
 from harness.scenario import (
     CgroupSpec,
     Expectation,
@@ -30,11 +34,9 @@ from harness.scenario import (
     When,
     WriteFileStep,
     WriteStep,
-    command_program,
     kernel_matches,
     load,
     load_or_raise,
-    validate_command,
     when_matches,
 )
 
@@ -306,16 +308,16 @@ def test_problem_str() -> None:
 
 
 def test_key_path() -> None:
-    assert scenario.key_path(()) == ""
-    assert scenario.key_path(("steps", 2, "write")) == "steps[2].write"
-    assert scenario.key_path(("cgroups", "a/b", "memory.max")) == "cgroups.a/b.memory.max"
+    assert scenario_check.key_path(()) == ""
+    assert scenario_check.key_path(("steps", 2, "write")) == "steps[2].write"
+    assert scenario_check.key_path(("cgroups", "a/b", "memory.max")) == "cgroups.a/b.memory.max"
 
 
-# --- validate_command --------------------------------------------------------------------------
+# --- kharness validate (harness/cli.py prints what load returns) -------------------------------
 
 def test_validate_command_lists_problems_on_stderr_and_exits_2(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert validate_command([str(INVALID / "three-problems.yaml"), str(VALID)]) == 2
+    assert main(["validate", str(INVALID / "three-problems.yaml"), str(VALID)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     lines = err.splitlines()
@@ -326,9 +328,23 @@ def test_validate_command_lists_problems_on_stderr_and_exits_2(
 
 
 def test_validate_command_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert validate_command([str(VALID)]) == 0
+    assert main(["validate", str(VALID)]) == 0
     out, err = capsys.readouterr()
     assert out == "4 scenarios OK\n" and err == ""
+    assert main(["validate", str(VALID / "minimal.yaml")]) == 0
+    assert capsys.readouterr().out == "1 scenario OK\n"
+
+
+def test_validate_command_one_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"{tmp_path / 'nope.yaml'}: no such file or directory\n1 problem found\n"
+
+
+def test_lower_modules_print_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    load([INVALID / "three-problems.yaml", VALID])
+    assert capsys.readouterr() == ("", "")
 
 
 def test_the_repository_scenarios_validate() -> None:
@@ -367,7 +383,7 @@ def test_kernel_matches(constraint: str, release: str, expected: bool) -> None:
                                         ">= six", ">=6.1,"])
 def test_malformed_kernel_constraints(constraint: str) -> None:
     with pytest.raises(ValueError, match="malformed kernel constraint"):
-        scenario.parse_kernel_constraint(constraint)
+        scenario_check.parse_kernel_constraint(constraint)
 
 
 def test_when_matches() -> None:
@@ -412,7 +428,7 @@ def test_command_program_unbalanced_quotes() -> None:
 
 
 def test_guest_programs_has_workloads_applets_and_image_binaries() -> None:
-    programs = scenario.guest_programs()
+    programs = guest_programs.guest_programs()
     stems = {p.stem for p in (REPO / "images" / "workloads").glob("*.c")}
     assert stems and stems <= programs
     assert {"memhog", "cpuhog", "forker", "rdma_open"} <= programs
@@ -421,18 +437,18 @@ def test_guest_programs_has_workloads_applets_and_image_binaries() -> None:
 
 
 def test_busybox_applets_fallback_without_busybox(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_exists = scenario.os.path.exists
-    monkeypatch.setattr(scenario.os.path, "exists",
+    real_exists = guest_programs.os.path.exists
+    monkeypatch.setattr(guest_programs.os.path, "exists",
                         lambda p: False if p == "/bin/busybox" else real_exists(p))
-    applets = scenario.busybox_applets.__wrapped__()
-    assert applets == frozenset(scenario.FALLBACK_APPLETS)
+    applets = guest_programs.busybox_applets.__wrapped__()
+    assert applets == frozenset(guest_programs.FALLBACK_APPLETS)
     assert {"sh", "cat", "echo", "sleep", "dd", "kill"} <= applets
 
 
 # --- the schema --------------------------------------------------------------------------------
 
 def test_schema_is_valid_draft_2020_12_and_packaged() -> None:
-    schema = scenario.schema()
+    schema = scenario_schema.schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -440,18 +456,35 @@ def test_schema_is_valid_draft_2020_12_and_packaged() -> None:
     assert any(d.startswith("jsonschema") for d in pyproject["project"]["dependencies"])
 
 
-def test_schema_operators_match_the_module() -> None:
-    assert tuple(scenario.schema()["$defs"]["operator"]["enum"]) == scenario.OPERATORS
-    assert tuple(scenario.schema()["$defs"]["controller"]["enum"]) == scenario.CONTROLLERS
+def test_schema_enums_are_generated_from_the_tables() -> None:
+    from harness.cgroups import knobs
+
+    defs = scenario_schema.schema()["$defs"]
+    assert tuple(defs["operator"]["enum"]) == scenario_schema.OPERATORS
+    assert tuple(defs["controller"]["enum"]) == knobs.CONTROLLERS
+    assert tuple(defs["hierarchy"]["enum"]) == knobs.VERSIONS == scenario.HIERARCHIES
+    # the file holds no copy that could disagree
+    raw = json.loads(scenario_schema.SCHEMA_PATH.read_text())["$defs"]
+    assert not {"enum"} & {*raw["operator"], *raw["controller"], *raw["hierarchy"]}
+
+
+def test_a_schema_file_with_its_own_copy_of_a_generated_enum_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = json.loads(scenario_schema.SCHEMA_PATH.read_text())
+    doc["$defs"]["controller"]["enum"] = ["memory"]
+    path = tmp_path / "scenario.schema.json"
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(scenario_schema, "SCHEMA_PATH", path)
+    with pytest.raises(ValueError, match=r"\$defs.controller has an enum of its own"):
+        scenario_schema.schema.__wrapped__()
 
 
 def test_names_come_from_the_knob_table() -> None:
     from harness.cgroups import knobs
 
-    assert scenario.KNOBS is knobs.KNOBS
-    assert scenario.METRICS is knobs.METRICS
-    assert scenario.FEATURES is knobs.FEATURES
-    # The value shapes this module checks are for knobs the table has.
-    assert set(scenario._KNOB_VALUES) <= set(knobs.KNOBS)
-    assert scenario.BYTE_METRICS <= {*knobs.METRICS, *scenario.SAMPLED_METRICS}
-    assert not set(scenario.SAMPLED_METRICS) & set(knobs.METRICS)
+    assert scenario_check.KNOBS is knobs.KNOBS
+    assert scenario_check.METRICS is knobs.METRICS
+    assert scenario_check.FEATURES is knobs.FEATURES
+    assert scenario_check.SAMPLED_METRICS is knobs.SAMPLED_METRICS
+    assert scenario_check.BYTE_METRICS is knobs.BYTE_METRICS
+    assert not set(knobs.SAMPLED_METRICS) & set(knobs.METRICS)

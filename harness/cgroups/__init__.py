@@ -1,16 +1,19 @@
-"""cgroup v1/v2: the mapping table (knobs) and the hierarchy that applies it in a guest."""
+"""cgroup v1/v2: the mapping table (knobs), the guest-shell protocol (guest) and the hierarchy
+that applies the table in a guest through it (hierarchy)."""
 
-from .hierarchy import (
+from .guest import (
     CgroupError,
-    Hierarchy,
-    Reading,
     Sample,
     Sampler,
+    WriteResult,
+    parse_status,
+)
+from .hierarchy import (
+    Hierarchy,
+    Reading,
     V1Hierarchy,
     V2Hierarchy,
-    WriteResult,
     make_hierarchy,
-    parse_status,
 )
 from .knobs import (
     FEATURES,

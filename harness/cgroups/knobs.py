@@ -1,6 +1,13 @@
 """THE one v1/v2 mapping table: version-neutral knobs, metrics and features, and the formulas
-that turn one into the other. Data first (KNOBS, METRICS, FEATURES), then the conversions,
-all in this file; docs/scenarios.md describes the same tables for scenario writers.
+that turn one into the other. Data first (KNOBS, METRICS, FEATURES, CONTROLLERS), then the
+conversions, all in this file; docs/scenarios.md describes the same tables for scenario writers.
+
+Everything else that knows a knob or a metric asks here: the scenario check takes the names,
+each knob's value kind (`Knob.value`: what `kharness validate` accepts) and each metric's unit
+(BYTE_METRICS: values may be sizes) from these tables, and the scenario schema's controller and
+hierarchy enums are generated from CONTROLLERS and VERSIONS when it is loaded. The file is
+longer than ~600 lines on purpose: a knob's table row, its value kind and the formula that
+converts it are read together, in one place.
 
 Bottom layer: imports only `harness.units`. Nothing here talks to a guest; `hierarchy.py`
 applies what this module computes.
@@ -34,7 +41,7 @@ EINVAL). On v1 a value that needs converting must parse, else the knob is unsupp
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from harness.units import format_size, parse_size
@@ -72,61 +79,143 @@ class UnknownName(ValueError):
     """A knob, metric or feature name that is not in the tables."""
 
 
+# --- knob values, as a scenario writes them -----------------------------------------------------
+
+_WHOLE = re.compile(r"^[+-]?\d+$")
+
+
+def _size_or_none(v: object) -> int | None:
+    try:
+        return parse_size(v.strip() if isinstance(v, str) else v)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return None
+
+
+def _whole_or_none(v: object) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and _WHOLE.match(v.strip()):
+        return int(v)
+    return None
+
+
+def _text_or_none(v: object) -> str | None:
+    return str(v).strip() if isinstance(v, str | int) and not isinstance(v, bool) else None
+
+
+def _keyed_ok(v: object, device: str, keys: tuple[str, ...],
+              value_ok: Callable[[str], bool]) -> bool:
+    """`DEVICE key=N key=N...` with at least one key: io.max, rdma.max."""
+    text = _text_or_none(v)
+    words = text.split() if text is not None else []
+    if len(words) < 2 or not re.fullmatch(device, words[0]):
+        return False
+    for word in words[1:]:
+        k, eq, val = word.partition("=")
+        if not eq or k not in keys or not value_ok(val):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ValueKind:
+    """What a knob's value must look like before anything boots (`kharness validate`); `text`
+    completes "VALUE is not ...". A value that passes may still be refused by the kernel (a
+    scenario may expect that EINVAL); on v1 the conversion below may find no counterpart."""
+
+    name: str
+    text: str
+    check: Callable[[object], bool]
+
+
+def _nonneg(n: int | None) -> bool:
+    return n is not None and n >= 0
+
+
+SIZE = ValueKind("size", "a size (32M, 1G, 512K or bytes)",
+                 lambda v: _nonneg(_size_or_none(v)))
+SIZE_OR_MAX = ValueKind("size_or_max", "a size (32M, 1G, 512K or bytes) or max",
+                        lambda v: _text_or_none(v) == "max" or _nonneg(_size_or_none(v)))
+FLAG = ValueKind("flag", "0 or 1", lambda v: _whole_or_none(v) in (0, 1))
+INT = ValueKind("int", "a whole number", lambda v: _whole_or_none(v) is not None)
+INT_OR_MAX = ValueKind("int_or_max", "a whole number or max",
+                       lambda v: _text_or_none(v) == "max" or _nonneg(_whole_or_none(v)))
+CPU_MAX = ValueKind("cpu_max", '"QUOTA PERIOD" in microseconds ("50000 100000", "max 100000") '
+                    "or max", lambda v: (t := _text_or_none(v)) is not None
+                    and re.fullmatch(r"(max|\d+)( \d+)?", t) is not None)
+# {disk} and {rdma} are the scenario's placeholders for the machine's device (the runner
+# substitutes them before writing).
+IO_MAX = ValueKind("io_max", '"{disk} rbps=N wbps=N riops=N wiops=N" (N a number, size or max)',
+                   lambda v: _keyed_ok(v, r"\{disk\}|\d+:\d+", ("rbps", "wbps", "riops", "wiops"),
+                                       lambda s: s == "max" or _size_or_none(s) is not None))
+RDMA_MAX = ValueKind("rdma_max", '"{rdma} hca_handle=N hca_object=N" (N a number or max)',
+                     lambda v: _keyed_ok(v, r".+", ("hca_handle", "hca_object"),
+                                         lambda s: s == "max" or _WHOLE.match(s) is not None))
+CPU_LIST = ValueKind("cpu_list", 'a CPU or node list ("0", "0-1", "0,2")',
+                     lambda v: (t := _text_or_none(v)) is not None
+                     and re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", t) is not None)
+
+
 # --- the tables -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Knob:
     """A version-neutral knob. `v2_file`/`v1_files` None: no counterpart on that hierarchy.
-    A controller None means the file is core cgroup (v2 cgroup.freeze). `form` names the
-    conversion below (size, swap, cpu.max, cpu.weight, io.max, freeze, text)."""
+    A controller None means the file is core cgroup (v2 cgroup.freeze). `value` is what a
+    scenario may write; `form` names the conversion below (size, swap, cpu.max, cpu.weight,
+    io.max, freeze, text)."""
 
     name: str
     v2_file: str | None
     v1_files: tuple[str, ...] | None
     v2_controller: str | None
     v1_controller: str | None
+    value: ValueKind
     note: str = ""
     form: str = "text"
 
 
 def _k(name: str, v2: str | None, v1: tuple[str, ...] | None, ctrl2: str | None,
-       ctrl1: str | None, form: str = "text", note: str = "") -> Knob:
-    return Knob(name, v2, v1, ctrl2, ctrl1, note, form)
+       ctrl1: str | None, value: ValueKind, form: str = "text", note: str = "") -> Knob:
+    return Knob(name, v2, v1, ctrl2, ctrl1, value, note, form)
 
 
 _BLKIO = ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device",
           "blkio.throttle.read_iops_device", "blkio.throttle.write_iops_device")
 
 KNOBS: dict[str, Knob] = {k.name: k for k in (
-    _k("memory.max", "memory.max", ("memory.limit_in_bytes",), "memory", "memory", "size",
-       "same bytes; max = -1 on v1 (memsw is rewritten too when memory.swap.max is set)"),
+    _k("memory.max", "memory.max", ("memory.limit_in_bytes",), "memory", "memory", SIZE_OR_MAX,
+       "size", "same bytes; max = -1 on v1 (memsw is rewritten too when memory.swap.max is set)"),
     _k("memory.swap.max", "memory.swap.max", ("memory.memsw.limit_in_bytes",), "memory",
-       "memory", "swap", "memsw is memory+swap: memsw = memory.max + swap.max (max = -1)"),
-    _k("memory.high", "memory.high", None, "memory", None, "size"),
-    _k("memory.low", "memory.low", None, "memory", None, "size"),
-    _k("memory.min", "memory.min", None, "memory", None, "size"),
-    _k("memory.oom.group", "memory.oom.group", None, "memory", None),
-    _k("memory.reclaim", "memory.reclaim", None, "memory", None, "size"),
+       "memory", SIZE_OR_MAX, "swap",
+       "memsw is memory+swap: memsw = memory.max + swap.max (max = -1)"),
+    _k("memory.high", "memory.high", None, "memory", None, SIZE_OR_MAX, "size"),
+    _k("memory.low", "memory.low", None, "memory", None, SIZE_OR_MAX, "size"),
+    _k("memory.min", "memory.min", None, "memory", None, SIZE_OR_MAX, "size"),
+    _k("memory.oom.group", "memory.oom.group", None, "memory", None, FLAG),
+    _k("memory.reclaim", "memory.reclaim", None, "memory", None, SIZE, "size"),
     _k("memory.soft_limit_in_bytes", None, ("memory.soft_limit_in_bytes",), None, "memory",
-       "size"),
-    _k("memory.swappiness", None, ("memory.swappiness",), None, "memory"),
-    _k("memory.oom_control", None, ("memory.oom_control",), None, "memory"),
+       SIZE_OR_MAX, "size"),
+    _k("memory.swappiness", None, ("memory.swappiness",), None, "memory", INT),
+    _k("memory.oom_control", None, ("memory.oom_control",), None, "memory", FLAG),
     _k("memory.move_charge_at_immigrate", None, ("memory.move_charge_at_immigrate",), None,
-       "memory"),
-    _k("cpu.max", "cpu.max", ("cpu.cfs_quota_us", "cpu.cfs_period_us"), "cpu", "cpu",
+       "memory", INT),
+    _k("cpu.max", "cpu.max", ("cpu.cfs_quota_us", "cpu.cfs_period_us"), "cpu", "cpu", CPU_MAX,
        "cpu.max", "quota -1, period P, quota Q on v1; max = -1"),
-    _k("cpu.weight", "cpu.weight", ("cpu.shares",), "cpu", "cpu", "cpu.weight",
+    _k("cpu.weight", "cpu.weight", ("cpu.shares",), "cpu", "cpu", INT, "cpu.weight",
        "shares = 2 + (weight - 1) * 262142 / 9999 (runc, crun)"),
-    _k("io.max", "io.max", _BLKIO, "io", "blkio", "io.max",
+    _k("io.max", "io.max", _BLKIO, "io", "blkio", IO_MAX, "io.max",
        "one v1 blkio.throttle.*_device write per key, MAJ:MIN N; max = 0 on v1"),
-    _k("pids.max", "pids.max", ("pids.max",), "pids", "pids"),
-    _k("rdma.max", "rdma.max", ("rdma.max",), "rdma", "rdma"),
-    _k("cgroup.freeze", "cgroup.freeze", ("freezer.state",), None, "freezer", "freeze",
+    _k("pids.max", "pids.max", ("pids.max",), "pids", "pids", INT_OR_MAX),
+    _k("rdma.max", "rdma.max", ("rdma.max",), "rdma", "rdma", RDMA_MAX),
+    _k("cgroup.freeze", "cgroup.freeze", ("freezer.state",), None, "freezer", FLAG, "freeze",
        "1/0 = FROZEN/THAWED"),
-    _k("cpuset.cpus", "cpuset.cpus", ("cpuset.cpus",), "cpuset", "cpuset", "text",
+    _k("cpuset.cpus", "cpuset.cpus", ("cpuset.cpus",), "cpuset", "cpuset", CPU_LIST, "text",
        "v1 needs cpuset.cpus and cpuset.mems set before a task joins"),
-    _k("cpuset.mems", "cpuset.mems", ("cpuset.mems",), "cpuset", "cpuset", "text",
+    _k("cpuset.mems", "cpuset.mems", ("cpuset.mems",), "cpuset", "cpuset", CPU_LIST, "text",
        "v1 needs cpuset.cpus and cpuset.mems set before a task joins"),
 )}
 
@@ -152,6 +241,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Metric:
+    """A version-neutral metric. `unit` says what an expectation compares it with: bytes (the
+    value may be a size, 32M), count, seconds or bool (0/1) (plain numbers)."""
+
     name: str
     v2: Source | None
     v1: Source | None
@@ -197,6 +289,17 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
        Source(("freezer.state",), "equals", "FROZEN"), "bool"),
 )}
 
+# Metrics the runner computes from the samples a `sample: true` run step takes in that cgroup
+# (harness/runner.py), not read from a cgroup file: no source on either hierarchy.
+SAMPLED_METRICS: dict[str, Metric] = {m.name: m for m in (
+    _m("sampled_peak", None, None, "bytes", "the highest usage among the samples"),
+    _m("sampled_swap_peak", None, None, "bytes", "the highest swap among the samples"),
+)}
+
+# Metrics counted in bytes: an expectation's value may be a size (32M). Derived from the units.
+BYTE_METRICS = frozenset(m.name for m in (*METRICS.values(), *SAMPLED_METRICS.values())
+                         if m.unit == "bytes")
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -221,14 +324,22 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature("rdma", ("rdma.max",), ("rdma.max",), device="rdma"),
 )}
 
-# Controllers by hierarchy. A v2 name -> its v1 name where they differ, and back. On v2,
-# freezing is core (cgroup.freeze) and perf_event is implicit: no controller to enable.
+# Controllers, as either hierarchy names them, in the order `requires.controllers` lists them
+# (the schema's enum), with the hierarchies that have a controller of that name. A v2 name ->
+# its v1 name where they differ, and back. On v2, freezing is core (cgroup.freeze) and
+# perf_event is implicit: no controller to enable.
+_CONTROLLER_VERSIONS: dict[str, tuple[str, ...]] = {
+    "memory": (V1, V2), "cpu": (V1, V2), "cpuacct": (V1,), "io": (V2,), "blkio": (V1,),
+    "pids": (V1, V2), "rdma": (V1, V2), "freezer": (V1,), "cpuset": (V1, V2),
+    "hugetlb": (V1, V2), "misc": (V1, V2), "perf_event": (V1,), "net_cls": (V1,),
+    "net_prio": (V1,), "devices": (V1,),
+}
+CONTROLLERS = tuple(_CONTROLLER_VERSIONS)
+V1_CONTROLLERS = tuple(sorted(c for c, v in _CONTROLLER_VERSIONS.items() if V1 in v))
+V2_CONTROLLERS = tuple(sorted(c for c, v in _CONTROLLER_VERSIONS.items() if V2 in v))
 _V1_NAME = {"io": "blkio"}
 _V2_NAME: dict[str, str | None] = {"blkio": "io", "cpuacct": "cpu", "freezer": None,
                                    "perf_event": None}
-V1_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb",
-                  "memory", "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma")
-V2_CONTROLLERS = ("cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma")
 
 
 # --- lookups ----------------------------------------------------------------------------------
