@@ -1,4 +1,7 @@
-"""The `kharness` command line."""
+"""The `kharness` command line: one cmd_* function per subcommand (parse, call the library,
+print, exit status) and the argparse definitions (build_parser). Longer than ~600 lines because
+the parser's help texts are a third of it; the commands hold no logic of their own beyond
+turning library results and errors into output and exit statuses."""
 
 from __future__ import annotations
 

@@ -7,6 +7,11 @@ The machine owns the console stream: one reader thread writes every byte to the 
 feeds the console parser (markers, panic/oops detection) and copies it to the serial channel.
 It leaves the talking to its channels (SSH, serial). Whatever happens (exception, SIGINT,
 SIGTERM, or the harness itself killed: PR_SET_PDEATHSIG), QEMU does not outlive it.
+
+Longer than ~600 lines on purpose: the boot (argv, the private initrd with the keys, the disk),
+its retries, the console reader, readiness, shutdown and the accelerator probe all act on one
+QEMU process's state (its pipes, reader thread, condition variable, console parser); split,
+each part would reach into the others' private fields.
 """
 
 from __future__ import annotations
