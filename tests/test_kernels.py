@@ -289,3 +289,21 @@ def test_no_import_cycle_goes_through_harness_kernels():
     assert "harness.kernels.build" in graph["harness.cli"]
     cycles = [m for m in kernels_mods if reaches(m, m)]
     assert cycles == [], f"modules in an import cycle: {cycles}"
+
+
+def test_no_import_cycle_anywhere_in_harness():
+    """Issue 16: imports flow one way, down the floors of docs/architecture.md."""
+    graph = _import_graph(Path(__file__).resolve().parent.parent)
+
+    def reaches(start: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == start:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    assert len(graph) >= 50
+    assert [m for m in sorted(graph) if reaches(m)] == []
