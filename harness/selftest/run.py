@@ -376,8 +376,12 @@ class SelftestRunner:
                                           console_excerpt=excerpt, failure_kind=kind_name,
                                           steps=list(outcomes), machine=machine,
                                           duration=duration))
-                return vm.alive() and kind not in ("panic",) and kind_name not in \
-                    ("machine", "ssh", "hang")
+                if kind_name in ("machine", "ssh") or kind == "panic" or not vm.alive():
+                    return False
+                try:  # a killed hang or a crash leaves the guest usable when it still answers
+                    return vm.ssh.run("true", timeout=10).ok  # type: ignore[union-attr]
+                except ChannelError:
+                    return False
         self._record_subtests(p, binary, runs, outcomes, machine)
         return True
 
