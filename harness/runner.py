@@ -10,21 +10,18 @@ asking for a fresh boot gets the next scenario a new machine. Machines run in pa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import images, kernels
 from .cgroups.hierarchy import Hierarchy, make_hierarchy
 from .cgroups.knobs import KNOBS
 from .events import EventBus
+from .fleet import Fleet
 from .kernels import Kernel
 from .machine import RETRIED_FAILURES, BootError, Machine, MachineConfig
-from .output import OutputError
 from .results import ERROR, FAIL, PASS, SKIP, ResultsWriter, ScenarioResult, Status
 from .scenario import RunStep, Scenario, SleepStep, kernel_matches, when_matches
 from .scenario_run import Cell, ScenarioRun
@@ -106,26 +103,19 @@ def shard_scenarios(scenarios: list[Scenario], hierarchies: list[str],
     return [sc for sc in scenarios if owner[sc.name] == shard.index - 1]
 
 
-class Runner:
+class Runner(Fleet):
     def __init__(self, scenarios: list[Scenario], kernels: list[Kernel], hierarchies: list[str],
                  writer: ResultsWriter, bus: EventBus, jobs: int = 2, accel: str = "auto",
                  boot_timeout: float = 90.0) -> None:
+        super().__init__(writer, jobs)
         self.scenarios = scenarios
         self.kernels = kernels
         self.hierarchies = hierarchies
-        self.writer = writer
         self.bus = bus
-        self.jobs = max(1, jobs)
         self.accel = accel
         self.boot_timeout = boot_timeout
-        self._machines: set[Machine] = set()
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self.counts = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         self.total = 0
         self.planned: list[str] = []  # every cell's key (ScenarioResult.key), in plan order
-        # The first write into the results that failed (a full disk): the run stops, fatal.
-        self.fatal: OutputError | None = None
 
     # --- planning -------------------------------------------------------------------------
 
@@ -212,24 +202,7 @@ class Runner:
                       total=self.total, machines=len(jobs))
         for r in pre:
             self._record(r)
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="machine")
-        futures: list[Future] = [pool.submit(self._run_job, job) for job in jobs]
-        try:
-            for fut in futures:
-                fut.result()
-        except BaseException as exc:
-            # Interrupted (SIGINT/SIGTERM arrive as KeyboardInterrupt) or a failed write: the
-            # cells still running are not results; they are left out (see not_run).
-            if isinstance(exc, OutputError):
-                self.fatal = self.fatal or exc
-            self._stop_all()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if self.fatal is not None and not isinstance(exc, KeyboardInterrupt):
-                raise self.fatal from None
-            raise
-        pool.shutdown(wait=True)
-        if self.fatal is not None:
-            raise self.fatal
+        self._run_parallel(self._run_job, jobs, "machine")
         return self.writer.results
 
     def not_run(self) -> list[str]:
@@ -237,35 +210,8 @@ class Runner:
         done = {r.key for r in self.writer.results}
         return [key for key in self.planned if key not in done]
 
-    def _stop_all(self) -> None:
-        """Cancel the run: no new boots or scenarios, every machine stopped at once (the
-        workers blocked on them unwind)."""
-        self._cancel.set()
-        with self._lock:
-            machines = list(self._machines)
-        for vm in machines:
-            with contextlib.suppress(Exception):
-                vm.stop(soft_timeout=0.5)
-
-    def _output_failed(self, exc: OutputError) -> None:
-        """A machine's console log could not be written (called from its reader thread): the
-        run stops within seconds; the machines are stopped from another thread (a reader
-        cannot wait for itself)."""
-        with self._lock:
-            if self.fatal is not None:
-                return
-            self.fatal = exc
-        threading.Thread(target=self._stop_all, name="stop-all", daemon=True).start()
-
     def _record(self, result: ScenarioResult) -> None:
-        try:
-            self.writer.add(result)
-        except OutputError as exc:
-            self._output_failed(exc)
-            raise
-        with self._lock:
-            self.counts[result.status] += 1
-            done = sum(self.counts.values())
+        done = self._write(result)
         extra = f": {result.reason}" if result.status in (SKIP, ERROR) and result.reason else ""
         if result.status == FAIL:
             extra = ": " + "; ".join(
@@ -303,11 +249,8 @@ class Runner:
             boot += 1
             config = self._machine_config(job, boot, 0 if boot_retried else 1)
             vm = Machine(config, self.bus)
-            vm.on_output_error = self._output_failed
-            with self._lock:
-                if self._cancel.is_set():
-                    return
-                self._machines.add(vm)
+            if not self._track(vm):
+                return
             try:
                 try:
                     vm.start()
@@ -353,8 +296,7 @@ class Runner:
                         break
             finally:
                 vm.stop()
-                with self._lock:
-                    self._machines.discard(vm)
+                self._untrack(vm)
 
     # --- one scenario ---------------------------------------------------------------------
 

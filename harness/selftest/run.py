@@ -20,22 +20,19 @@ names another source, `own_source` gives each kernel its own.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import images
 from ..channels import ChannelError
 from ..console import ConsoleEventKind, classify
 from ..events import EventBus
+from ..fleet import Fleet
 from ..kernels import Kernel
 from ..kernels.trees import Source, resolve_source
 from ..machine import BootError, Machine, MachineConfig
-from ..output import OutputError
 from ..results import ERROR, FAIL, PASS, SKIP, Check, ResultsWriter, ScenarioResult, StepOutcome
 from .build import SelftestBuild, build
 from .parse import BinaryOutput, parse
@@ -162,26 +159,20 @@ def cell_name(binary: str, subtest: str | None = None) -> str:
     return f"selftest/{binary}" + (f"/{subtest}" if subtest else "")
 
 
-class SelftestRunner:
+class SelftestRunner(Fleet):
     """Runs the plans: one machine per kernel, `jobs` at a time. Interrupts, full disks and
     dead machines are handled as the scenario runner does (a cut-short binary is no result)."""
 
     def __init__(self, plans: list[KernelPlan], writer: ResultsWriter, bus: EventBus, *,
                  jobs: int = 2, repeat: int = 1, timeout: float = DEFAULT_TIMEOUT,
                  accel: str = "tcg", boot_timeout: float = 90.0) -> None:
+        super().__init__(writer, jobs)
         self.plans = plans
-        self.writer = writer
         self.bus = bus
-        self.jobs = max(1, jobs)
         self.repeat = max(1, repeat)
         self.timeout = timeout
         self.accel = accel
         self.boot_timeout = boot_timeout
-        self.counts = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
-        self.fatal: OutputError | None = None
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
-        self._machines: set[Machine] = set()
         self._done_binaries: set[tuple[str, str]] = set()
 
     # --- what the command line's _finishing reads ------------------------------------------
@@ -197,47 +188,11 @@ class SelftestRunner:
         self.bus.emit("selftest.plan", f"{total} selftest program(s) x {self.repeat} on "
                       f"{len(self.plans)} kernel(s), {min(self.jobs, len(self.plans))} in "
                       "parallel", total=total)
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="selftest")
-        futures = [pool.submit(self._run_kernel, p) for p in self.plans]
-        try:
-            for fut in futures:
-                fut.result()
-        except BaseException as exc:
-            if isinstance(exc, OutputError):
-                self.fatal = self.fatal or exc
-            self._stop_all()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if self.fatal is not None and not isinstance(exc, KeyboardInterrupt):
-                raise self.fatal from None
-            raise
-        pool.shutdown(wait=True)
-        if self.fatal is not None:
-            raise self.fatal
+        self._run_parallel(self._run_kernel, self.plans, "selftest")
         return self.writer.results
 
-    def _stop_all(self) -> None:
-        self._cancel.set()
-        with self._lock:
-            machines = list(self._machines)
-        for vm in machines:
-            with contextlib.suppress(Exception):
-                vm.stop(soft_timeout=0.5)
-
-    def _output_failed(self, exc: OutputError) -> None:
-        with self._lock:
-            if self.fatal is not None:
-                return
-            self.fatal = exc
-        threading.Thread(target=self._stop_all, name="stop-all", daemon=True).start()
-
     def _record(self, result: ScenarioResult) -> None:
-        try:
-            self.writer.add(result)
-        except OutputError as exc:
-            self._output_failed(exc)
-            raise
-        with self._lock:
-            self.counts[result.status] += 1
+        self._write(result)
         extra = f": {result.reason}" if result.status in (SKIP, ERROR, FAIL) and result.reason \
             else ""
         self.bus.emit(f"selftest.{result.status}",
@@ -273,11 +228,8 @@ class SelftestRunner:
         while pending and not self._cancel.is_set():
             boot += 1
             vm = Machine(self._config(p, boot), self.bus)
-            vm.on_output_error = self._output_failed
-            with self._lock:
-                if self._cancel.is_set():
-                    return
-                self._machines.add(vm)
+            if not self._track(vm):
+                return
             machine = f"selftest-{p.kernel.release}-boot{boot}"
             try:
                 try:
@@ -311,8 +263,7 @@ class SelftestRunner:
                         break
             finally:
                 vm.stop()
-                with self._lock:
-                    self._machines.discard(vm)
+                self._untrack(vm)
 
     def _run_binary(self, vm: Machine, p: KernelPlan, binary: str, machine: str) -> bool:
         """Run one binary `repeat` times and record its results; False when the machine must
