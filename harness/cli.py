@@ -259,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from . import scenario
     from .output import append_empty
-    from .results import ERROR, FAIL, ResultsWriter, environment
+    from .results import ResultsWriter, environment
     from .runner import Runner, Shard, default_jobs, shard_scenarios
 
     try:
@@ -288,11 +288,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     kernel_list = [kernels.resolve(spec, bus) for spec in specs]
     results_dir = Path(args.results or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
     writer = ResultsWriter(results_dir)
-    accel = args.accel
-    if accel == "auto":  # decided once for the run, and recorded
-        probe = MachineConfig(kernel=kernel_list[0],
-                              initrd=images.initrd_for(kernel_list[0], bus))
-        accel = detect_accel(probe, bus)
+    accel = _run_accel(args.accel, kernel_list[0], bus)
     runner = Runner(selected, kernel_list, hierarchies, writer, bus,
                     jobs=args.jobs or default_jobs(), accel=accel)
     _check_free_space(runner, results_dir, bus)
@@ -303,20 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "all_scenarios": sorted(s.name for s in scenarios)}
         append_empty(writer.jsonl)  # an empty shard (more shards than scenarios) merges too
     writer.write_run_info(info)
-    start = time.monotonic()
-    try:
-        with _finishing(runner, writer, info, [Path(args.junit)] if args.junit else [], bus):
-            results = runner.run()
-    except OutputError as exc:
-        print(f"kharness: {exc}; the run stopped: {len(writer.results)} result(s) kept in "
-              f"{writer.jsonl}, {len(runner.not_run())} not run", file=sys.stderr)
-        return EXIT_USAGE
-    counts = runner.counts
-    bus.emit("run.done", f"{len(results)} runs in {time.monotonic() - start:.0f}s: "
-             + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {results_dir}")
-    if counts[ERROR]:
-        return EXIT_USAGE
-    return 1 if counts[FAIL] else 0
+    return _run_to_exit(runner, writer, info, args.junit, bus, "runs")
 
 
 # Output a run needs, estimated for the free-space warning: a boot's console log (a Debian
@@ -335,6 +318,36 @@ def _check_free_space(runner, results_dir: Path, bus: EventBus) -> None:
         bus.emit("run.warning", f"only {free >> 10} KiB free for {results_dir}: this run's "
                  f"{len(jobs)} boot(s) may need up to {need >> 10} KiB for consoles and "
                  "results; the run stops at the first write that fails", free=free, need=need)
+
+
+def _run_accel(accel: str, kernel, bus: EventBus) -> str:
+    """The accelerator of a whole run: decided once (the KVM probe boots `kernel`) and
+    recorded in run.json."""
+    if accel != "auto":
+        return accel
+    return detect_accel(MachineConfig(kernel=kernel, initrd=images.initrd_for(kernel, bus)), bus)
+
+
+def _run_to_exit(runner, writer, info: dict, junit: str | None, bus: EventBus,
+                 what: str) -> int:
+    """Run a scenario or selftest runner to its exit status: 0 all passed or skipped, 1 a
+    failure, 2 an error or a write that failed (one line; what was written stays)."""
+    from .results import ERROR, FAIL
+
+    start = time.monotonic()
+    try:
+        with _finishing(runner, writer, info, [Path(junit)] if junit else [], bus):
+            results = runner.run()
+    except OutputError as exc:
+        print(f"kharness: {exc}; the run stopped: {len(writer.results)} result(s) kept in "
+              f"{writer.jsonl}, {len(runner.not_run())} not run", file=sys.stderr)
+        return EXIT_USAGE
+    counts = runner.counts
+    bus.emit("run.done", f"{len(results)} {what} in {time.monotonic() - start:.0f}s: "
+             + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {writer.dir}")
+    if counts[ERROR]:
+        return EXIT_USAGE
+    return 1 if counts[FAIL] else 0
 
 
 @contextlib.contextmanager
@@ -403,10 +416,7 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
     bus = _bus(args)
     kernel_list = [kernels.resolve(spec, bus) for spec in req.kernels]
     writer = ResultsWriter(results_dir)
-    accel = args.accel
-    if accel == "auto":
-        accel = detect_accel(MachineConfig(kernel=kernel_list[0], initrd=images.initrd_for(
-            kernel_list[0], bus)), bus)
+    accel = _run_accel(args.accel, kernel_list[0], bus)
     info = {**environment(kernel_list, accel), "argv": sys.argv}
     writer.write_run_info(info)
     runner = Runner(scenarios, kernel_list, [req.hierarchy], writer, bus,
@@ -424,7 +434,7 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from .results import ERROR, FAIL, ResultsWriter, environment
+    from .results import ResultsWriter, environment
     from .selftest.build import SelftestBuildError
     from .selftest.run import Selection, SelftestError, SelftestRunner, plan
 
@@ -444,10 +454,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results or f"results/selftest-{time.strftime('%Y%m%d-%H%M%S')}")
     writer = ResultsWriter(results_dir)
-    accel = args.accel
-    if accel == "auto":
-        accel = detect_accel(MachineConfig(kernel=kernel_list[0], initrd=images.initrd_for(
-            kernel_list[0], bus)), bus)
+    accel = _run_accel(args.accel, kernel_list[0], bus)
     runner = SelftestRunner(plans, writer, bus, jobs=args.jobs or len(plans),
                             repeat=args.repeat, timeout=args.timeout, accel=accel,
                             boot_timeout=args.boot_timeout)
@@ -456,20 +463,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         {"kernel": p.kernel.release, "source": p.tests.source, "version": p.tests.version,
          "identity": p.tests.identity, "binaries": p.binaries} for p in plans])
     writer.write_run_info(info)
-    start = time.monotonic()
-    try:
-        with _finishing(runner, writer, info, [Path(args.junit)] if args.junit else [], bus):
-            results = runner.run()
-    except OutputError as exc:
-        print(f"kharness: {exc}; the run stopped: {len(writer.results)} result(s) kept in "
-              f"{writer.jsonl}", file=sys.stderr)
-        return EXIT_USAGE
-    counts = runner.counts
-    bus.emit("run.done", f"{len(results)} selftest results in {time.monotonic() - start:.0f}s: "
-             + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; results in {results_dir}")
-    if counts[ERROR]:
-        return EXIT_USAGE
-    return 1 if counts[FAIL] else 0
+    return _run_to_exit(runner, writer, info, args.junit, bus, "selftest results")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
