@@ -286,6 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bus.emit("run.shard", f"shard {shard}: {len(selected)} of {len(scenarios)} scenarios")
     specs = args.kernel or list(kernels.DEFAULT_KERNELS)
     kernel_list = [kernels.resolve(spec, bus) for spec in specs]
+    referee_plans = _referee_plans(args, selected, kernel_list, hierarchies, bus)
     results_dir = Path(args.results or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
     writer = ResultsWriter(results_dir)
     accel = _run_accel(args.accel, kernel_list[0], bus)
@@ -294,12 +295,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_free_space(runner, results_dir, bus)
     info = environment(kernel_list, accel)
     info.update(argv=sys.argv, scenarios=[s.name for s in selected], hierarchies=hierarchies)
+    if args.referee:
+        from .referee import ROLE, RefereedRun
+        from .selftest.run import SelftestRunner
+
+        selftests = SelftestRunner(referee_plans, writer, bus, accel=accel, role=ROLE,
+                                   jobs=args.jobs or len(referee_plans),
+                                   boot_timeout=runner.boot_timeout) if referee_plans else None
+        info["referee"] = [_selftest_info(p) for p in referee_plans]
+        runner = RefereedRun(runner, selftests, selected, bus)
     if shard:  # `kharness merge` checks the shards' scenarios add up to all_scenarios
         info["shard"] = {"index": shard.index, "count": shard.count,
                          "all_scenarios": sorted(s.name for s in scenarios)}
         append_empty(writer.jsonl)  # an empty shard (more shards than scenarios) merges too
     writer.write_run_info(info)
     return _run_to_exit(runner, writer, info, args.junit, bus, "runs")
+
+
+def _referee_plans(args: argparse.Namespace, scenarios: list, kernel_list: list,
+                   hierarchies: list[str], bus: EventBus) -> list:
+    """`run --referee`: the selftest cases the scenarios name, built and checked for every
+    kernel before anything boots ([] without --referee or refs)."""
+    if not args.referee:
+        return []
+    from .referee import selections
+    from .selftest.build import SelftestBuildError
+    from .selftest.run import SelftestError, plan
+
+    if "v2" not in hierarchies:
+        raise UsageError("--referee: the kernel's cgroup selftests test v2 only; run with "
+                         "--hierarchy v2 (or both)")
+    wanted = selections(scenarios)
+    if not wanted:
+        bus.emit("run.warning", "--referee: none of these scenarios names a selftest case "
+                 "(refs:), so there is nothing to referee")
+        return []
+    try:
+        return plan(kernel_list, wanted, bus)
+    except (SelftestError, SelftestBuildError) as exc:
+        raise UsageError(f"--referee: {exc}") from None
+
+
+def _selftest_info(p) -> dict:
+    """What run.json says of one kernel's selftests."""
+    return {"kernel": p.kernel.release, "source": p.tests.source, "version": p.tests.version,
+            "identity": p.tests.identity, "binaries": p.binaries}
 
 
 # Output a run needs, estimated for the free-space warning: a boot's console log (a Debian
@@ -459,9 +499,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                             repeat=args.repeat, timeout=args.timeout, accel=accel,
                             boot_timeout=args.boot_timeout)
     info = environment(kernel_list, accel)
-    info.update(argv=sys.argv, hierarchies=["v2"], selftests=[
-        {"kernel": p.kernel.release, "source": p.tests.source, "version": p.tests.version,
-         "identity": p.tests.identity, "binaries": p.binaries} for p in plans])
+    info.update(argv=sys.argv, hierarchies=["v2"], selftests=[_selftest_info(p) for p in plans])
     writer.write_run_info(info)
     return _run_to_exit(runner, writer, info, args.junit, bus, "selftest results")
 
@@ -663,6 +701,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the "
                    "matrix (whole scenarios, the same slice on every machine); join the "
                    "shards' results with `kharness merge`")
+    p.add_argument("--referee", action="store_true",
+                   help="also run the kernel selftest cases the scenarios name (refs:) on "
+                   "each kernel and judge each scenario's v2 verdict by them: a scenario "
+                   "that passes where the kernel's own test says the behaviour is broken, or "
+                   "the reverse, is a disagreement (a referee/ result that fails)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")

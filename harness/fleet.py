@@ -81,7 +81,7 @@ class Fleet:
             self.fatal = exc
         threading.Thread(target=self._stop_all, name="stop-all", daemon=True).start()
 
-    def _write(self, result: ScenarioResult) -> int:
+    def write(self, result: ScenarioResult) -> int:
         """Write one result and count it; returns how many are done. A failed write stops
         the run (OutputError is raised on)."""
         try:

@@ -263,6 +263,9 @@ class ScenarioResult:
     duration: float = 0.0
     machine: str = ""  # which boot ran it (console log name)
     started_at: str = ""
+    # "referee": a selftest cell `kharness run --referee` ran to judge scenarios by; its
+    # verdict is in the referee/ cells, which are the run's JUnit cases (harness/referee.py)
+    role: str = ""
     # Fields of results.jsonl this version does not know (a newer kharness wrote them): kept
     # to be written back as they were (`kharness merge`), never read here.
     unknown: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -295,6 +298,7 @@ class ScenarioResult:
             "backtraces": [b.to_dict() for b in self.backtraces],
             "console_excerpt": self.console_excerpt, "failure_kind": self.failure_kind,
             "duration": self.duration, "machine": self.machine, "started_at": self.started_at,
+            **({"role": self.role} if self.role else {}),
         }
 
     def to_json(self) -> str:
@@ -337,6 +341,7 @@ class ScenarioResult:
             console_excerpt=data.get("console_excerpt", ""),
             failure_kind=data.get("failure_kind"), duration=data.get("duration", 0.0),
             machine=data.get("machine", ""), started_at=data.get("started_at", ""),
+            role=str(data.get("role") or ""),
             unknown={k: v for k, v in data.items() if k not in known},
         )
 
@@ -407,9 +412,14 @@ def environment(kernels: list, accel: str) -> dict:
 
 
 def junit_xml(results: list[ScenarioResult]) -> str:
-    """One testcase per scenario x kernel x hierarchy; a suite per kernel x hierarchy."""
+    """One testcase per scenario x kernel x hierarchy; a suite per kernel x hierarchy. The
+    selftest cells a referee ran are not cases of their own: the referee/ cells judging the
+    scenarios by them are (a selftest's not ok that the scenario agrees with is no failure of
+    the run)."""
     suites: dict[str, list[TestCase]] = {}
     for r in results:
+        if r.role == "referee":
+            continue
         suite = f"{r.kernel}.{r.hierarchy}"
         stdout = "\n".join(f"gdb #{b.breakpoint} {b.location} hit {b.hit} in "
                             f"{b.comm}[{b.pid}]:\n{b.text}" for b in r.backtraces)
@@ -420,9 +430,12 @@ def junit_xml(results: list[ScenarioResult]) -> str:
         elif r.status == FAIL:
             lines = [f"{c.description}: expected {c.expected}, observed {c.observed}"
                      for c in r.failed_checks()]
+            # a failure's reason, when it has one, says it best (a selftest's not ok, the
+            # referee's disagreement); scenario failures have only their checks
             tc.add_failure_info(
-                message=f"{r.scenario} on {r.kernel} {r.hierarchy}: " + "; ".join(lines),
-                output="\n".join(lines))
+                message=f"{r.scenario} on {r.kernel} {r.hierarchy}: "
+                + (r.reason or "; ".join(lines)),
+                output="\n".join([r.reason, *lines] if r.reason else lines))
         elif r.status == ERROR:
             tc.add_error_info(message=f"{r.failure_kind or 'error'}: {r.reason}",
                               output=r.console_excerpt or r.reason)

@@ -211,7 +211,7 @@ class Runner(Fleet):
         return [key for key in self.planned if key not in done]
 
     def _record(self, result: ScenarioResult) -> None:
-        done = self._write(result)
+        done = self.write(result)
         extra = f": {result.reason}" if result.status in (SKIP, ERROR) and result.reason else ""
         if result.status == FAIL:
             extra = ": " + "; ".join(

@@ -23,6 +23,7 @@ from .scenario_check import (
     normalize_cgroup,
     parse_kernel_constraint,
 )
+from .selftest.cases import parse_case
 from .units import format_size, parse_size
 
 STEP_FIELDS = ("exit_status", "signal")  # besides keys of the step's `key=value` stdout
@@ -197,6 +198,28 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class SelftestRef:
+    """A kernel selftest that tests the scenario's behaviour (`refs:`): its verdict referees
+    the scenario's on each kernel (harness/referee.py)."""
+
+    binary: str  # test_memcontrol
+    subtest: str  # test_memcg_min
+    # The kernels on which the scenario pins the behaviour this selftest calls broken (it
+    # expects the kernel's defect there): the scenario's pass then goes with the selftest's
+    # not ok. None: everywhere the two verdicts should be the same.
+    fails_on: str | None = None
+    why: str = ""
+
+    @property
+    def case(self) -> str:
+        return f"{self.binary}:{self.subtest}"
+
+    def expects_ok(self, release: str) -> bool:
+        """Whether a passing scenario says this selftest passes on kernel `release`."""
+        return self.fails_on is None or not kernel_matches(self.fails_on, release)
+
+
+@dataclass(frozen=True)
 class Scenario:
     path: Path
     name: str  # "memory/oom-kill": relative to the directory it was found in, no suffix
@@ -208,6 +231,7 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     expect: tuple[Expectation, ...] = ()
     gdb: tuple[GdbBreakpoint, ...] = ()
+    refs: tuple[SelftestRef, ...] = ()
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -424,7 +448,15 @@ def _build(path: Path, name: str, doc: dict[str, Any]) -> Scenario:
         steps=tuple(steps),
         expect=tuple(expectations),
         gdb=tuple(_gdb_breakpoint(i, b) for i, b in enumerate(doc.get("gdb") or [])),
+        refs=tuple(_selftest_ref(r) for r in doc.get("refs") or []),
     )
+
+
+def _selftest_ref(raw: str | dict[str, Any]) -> SelftestRef:
+    entry = {"case": raw} if isinstance(raw, str) else raw
+    binary, subtest = parse_case(entry["case"])
+    return SelftestRef(binary, subtest, (entry.get("fails_on") or {}).get("kernel"),
+                       entry.get("why", ""))
 
 
 def _gdb_breakpoint(index: int, b: dict[str, Any]) -> GdbBreakpoint:

@@ -11,6 +11,10 @@ listed at once:
 
 `check(display, text)` gives the document and its problems; harness/scenario.py loads files
 and builds the dataclasses from a document without problems. Nothing here prints.
+
+Slightly over ~600 lines: one rule method per section of the document, sharing what the
+earlier ones learnt (hierarchies, cgroups, steps); the tables they check against live elsewhere
+(knobs, guest programs, selftest cases).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from . import scenario_schema
 from .cgroups.knobs import BYTE_METRICS, FEATURES, KNOBS, METRICS, SAMPLED_METRICS, VERSIONS
 from .guest_programs import command_program, guest_programs
 from .scenario_schema import OPERATORS, ORDERING_OPERATORS, Path_, describe, did_you_mean
+from .selftest.cases import parse_case
 from .units import parse_size, parse_tolerance, parse_value
 
 HIERARCHIES = VERSIONS
@@ -259,6 +264,7 @@ class _Checker:
         self.has_rdma = machine.get("rdma") is True
         self.cgroups = self._cgroups(doc.get("cgroups"))
         self._requires(doc.get("requires"))
+        self._refs(doc.get("refs"))
         steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
         self.step_kinds = self._steps(steps)
         self.sampled_cgroups = {normalize_cgroup(s.get("cgroup", ROOT)) for s in steps
@@ -296,6 +302,32 @@ class _Checker:
                     and isinstance(hits[0], int) and hits[0] > count:
                 self.problem(("gdb", i, "hits"), f"at most count={count} hits are captured, "
                              f"so {hits[0]} can never be reached")
+
+    def _refs(self, refs: Any) -> None:
+        """`refs:` names real selftest cases, each once, on a scenario that runs on v2 (the
+        selftests test cgroup v2 only)."""
+        if not isinstance(refs, list):
+            return
+        if refs and "v2" not in self.hierarchies:
+            self.problem(("refs",), "the kernel's cgroup selftests test v2 only, and this "
+                         "scenario runs on v1 only: a referee would have nothing to compare")
+        seen: dict[str, int] = {}
+        for i, ref in enumerate(refs):
+            case, path = (ref, ("refs", i)) if isinstance(ref, str) else (
+                ref.get("case") if isinstance(ref, dict) else None, ("refs", i, "case"))
+            if not isinstance(case, str):
+                continue
+            try:
+                parse_case(case)
+            except ValueError as exc:
+                self.problem(path, str(exc))
+                continue
+            if case in seen:
+                self.problem(path, f"{case} is already refs[{seen[case]}]")
+            seen.setdefault(case, i)
+            if isinstance(ref, dict) and isinstance(ref.get("fails_on"), dict) \
+                    and isinstance(ref["fails_on"].get("kernel"), str):
+                self._kernel(("refs", i, "fails_on", "kernel"), ref["fails_on"]["kernel"])
 
     def _machine(self, machine: dict[str, Any]) -> bool:
         for key in ("memory", "swap", "disk"):

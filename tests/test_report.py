@@ -385,3 +385,44 @@ expect:
                                                         "memory.high": 24 << 20}}
     fields = ScenarioResult("s", K61, "debian:6.1", "v2", "pass").limits
     assert fields == {}
+
+
+def test_selftest_differences_are_explained_and_the_referee_has_its_section(tmp_path):
+    """A selftest verdict that changed between kernels running the same binary is the kernels'
+    difference; `run --referee` judgements get a section, disagreements first."""
+    d = tmp_path / "ref"
+    d.mkdir()
+    st = "selftest/test_memcontrol/test_memcg_min"
+    lines = [
+        result(st, K61, "v2", "fail", reason="not ok", role="referee"),
+        result(st, K612, "v2", "pass", role="referee"),
+        result("referee/memory/min/test_memcontrol:test_memcg_min", K61, "v2", checks=[check(
+            "test_memcontrol:test_memcg_min on 6.1, by the scenario's pass", "not ok",
+            expected="not ok")]),
+        result("referee/memory/min/test_memcontrol:test_memcg_min", K612, "v2", checks=[check(
+            "test_memcontrol:test_memcg_min on 6.12, by the scenario's pass", "ok",
+            expected="ok")]),
+        result("referee/memory/low/test_memcontrol:test_memcg_low", K612, "v2", "fail",
+               reason="disagreement: memory/low PASS, so the behaviour works on 6.12; the "
+               "kernel's own test_memcontrol:test_memcg_low says not ok"),
+    ]
+    (d / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    same = {"source": "debian:6.12", "identity": "linux-source-6.12 6.12.118-1~deb12u1"}
+    (d / "run.json").write_text(json.dumps({
+        "kernels": [{"spec": SPEC[k], "release": k} for k in (K61, K612)],
+        "referee": [{"kernel": k, **same} for k in (K61, K612)]}))
+    model = report.build(d)
+    (diff,) = [x for x in row(model, st).differences if x.axis == "kernel"]
+    assert diff.explanation.startswith("a kernel difference: the same test binary, built from "
+                                       "linux-source-6.12 6.12.118-1~deb12u1, ran on each kernel")
+    assert len(model.referee) == 2 and len(model.disagreements) == 1
+    md = report.render(model, "md", d)
+    section = md.split("## Referee", 1)[1]
+    assert "1 disagreement(s) in 3 judgement(s)." in section
+    first = next(x for x in section.splitlines() if x.startswith("| memory/"))
+    assert first.startswith("| memory/low/test_memcontrol:test_memcg_low | — | **DISAGREE**")
+    assert "agree: test_memcontrol:test_memcg_min on 6.1, by the scenario's pass: selftest " \
+        "not ok" in section
+    html_text = report.render(model, "html", d)
+    assert 'id="referee-table"' in html_text and "DISAGREE" in html_text
+    assert "a kernel difference: the same test binary" in html_text

@@ -21,6 +21,10 @@ the uncommitted changes, or the tree's file sizes and times), the fragments' con
 and the compiler version: the same build again is a cache hit. A name (`--name`) points at a key
 (`$KHARNESS_CACHE/builds/names/NAME.json`); the newest build of a name wins. `build:NAME` is
 the kernel spec of the build a name points at (`BuildSource`).
+
+Slightly over ~600 lines: the lifecycle above is one piece (the key, the locked build
+directory, make with progress and Ctrl-C, the artefacts, the name index) that shares the
+lock and the paths; the Kconfig work already lives in kconfig.py, the trees in trees.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import html
 import re
 from pathlib import Path
 
-from ..results import ERROR, FAIL, SKIP, Sample
+from ..results import ERROR, FAIL, PASS, SKIP, Sample
 from ..units import format_size
 from .model import Difference, Report, human_size
 
@@ -32,6 +32,7 @@ padding:0 5px;font-size:11px;margin:1px 2px 1px 0}
 .design{color:#80868b;font-size:11px}
 .diff{margin:4px 0 10px} .diff ul{margin:2px 0 0 0;padding-left:20px}
 .diff .cfg{color:#681da8}
+.diff .why{color:#0b5394}
 .flags td.differs{background:#f3e8fd;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .plot{border:1px solid #dadce0;padding:6px}
 .plot .title{font-size:12px;font-weight:600}
@@ -74,6 +75,7 @@ def render_html(report: Report, out_dir: Path) -> str:
         + "</p>")
     parts += _html_matrix(report, out_dir)
     parts += _html_differences(report)
+    parts += _html_referee(report)
     parts += _html_environment(report)
     parts += _html_details(report, out_dir)
     parts.append("</body></html>")
@@ -126,6 +128,8 @@ def _html_difference(d: Difference) -> str:
     design = ' <span class="design">(by the scenario\'s design)</span>' if d.by_design else ""
     items = "".join(f"<li><b>{_e(col)}</b>: {_e(val)}</li>" for col, val in d.values.items())
     items += "".join(f'<li class="cfg">config: {_e(n)}</li>' for n in d.config)
+    if d.explanation:
+        items += f'<li class="why">{_e(d.explanation)}</li>'
     return (f'<div class="diff">{_e(d.between)}: {_e(d.what)}{design}<ul>{items}</ul></div>')
 
 
@@ -143,6 +147,42 @@ def _html_differences(report: Report) -> list[str]:
         out.append(f'<h3><a href="#{_slug(row.scenario)}">{_e(row.scenario)}</a></h3>')
         out += [_html_difference(d) for d in row.differences if not d.by_design]
         out += [_html_difference(d) for d in row.differences if d.by_design]
+    return out
+
+
+def _html_referee(report: Report) -> list[str]:
+    """The referee's judgements (`run --referee`): per scenario x selftest case and kernel,
+    both verdicts; disagreements first."""
+    if not report.referee:
+        return []
+    columns = [c for c in report.columns if c.hierarchy == "v2"]
+    out = ['<h2 id="referee">Referee: the catalogue against the kernel\'s own selftests</h2>',
+           (f"<p><b>{len(report.disagreements)}</b> disagreement(s) in "
+           f"{sum(len(r.cells) for r in report.referee)} judgement(s). A disagreement: the "
+           "scenario passes where the kernel's own test says the behaviour is broken, or the "
+           "reverse.</p>"),
+           '<table id="referee-table"><thead><tr><th>scenario vs selftest</th>'
+           + "".join(f"<th>{_e(c.kernel)}</th>" for c in columns) + "</tr></thead><tbody>"]
+    rows = sorted(report.referee, key=lambda r: all(c.status != FAIL for c in r.cells.values()))
+    for row in rows:
+        cells = []
+        for c in columns:
+            cell = row.cells.get(c.label)
+            if cell is None:
+                cells.append('<td class="cell missing">—</td>')
+                continue
+            if cell.status == FAIL:
+                body = f'<span class="status">DISAGREE</span> {_e(cell.reason)}'
+            elif cell.status == PASS and cell.checks:
+                ch = cell.checks[0]
+                body = (f'<span class="status">agree</span> {_e(ch.description)}: selftest '
+                        f"{_e(ch.observed)}")
+            else:
+                body = f'<span class="status">{_e(cell.status)}</span> {_e(cell.reason)}'
+            cells.append(f'<td class="cell {_e(cell.status)}">{body}</td>')
+        name = row.scenario.removeprefix("referee/")
+        out.append(f'<tr><td class="name">{_e(name)}</td>{"".join(cells)}</tr>')
+    out.append("</tbody></table>")
     return out
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..results import ERROR, SKIP
-from .model import Environment, Report
+from ..results import ERROR, FAIL, PASS, SKIP
+from .model import Cell, Environment, Report
 
 
 def _md(text: str) -> str:
@@ -65,8 +65,43 @@ def render_markdown(report: Report, out_dir: Path) -> str:
                 lines.append(f"  - {col}: {_md(val)}")
             for note in d.config:
                 lines.append(f"  - config: {note}")
+            if d.explanation:
+                lines.append(f"  - {_md(d.explanation)}")
         lines.append("")
+    lines += _md_referee(report)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _md_referee(report: Report) -> list[str]:
+    """The referee's judgements (`run --referee`), disagreements first."""
+    if not report.referee:
+        return []
+    lines = ["## Referee: the catalogue against the kernel's own selftests", "",
+             (f"{len(report.disagreements)} disagreement(s) in "
+              f"{sum(len(r.cells) for r in report.referee)} judgement(s)."), "",
+             "| scenario vs selftest | " + " | ".join(c.label for c in report.columns
+                                                    if c.hierarchy == "v2") + " |",
+             "|---|" + "---|" * sum(c.hierarchy == "v2" for c in report.columns)]
+    rows = sorted(report.referee, key=lambda r: all(c.status != FAIL for c in r.cells.values()))
+    for row in rows:
+        cells = []
+        for c in report.columns:
+            if c.hierarchy != "v2":
+                continue
+            cell = row.cells.get(c.label)
+            cells.append(_md(_referee_text(cell)) if cell else "—")
+        lines.append(f"| {_md(row.scenario.removeprefix('referee/'))} | " + " | ".join(cells)
+                     + " |")
+    return lines + [""]
+
+
+def _referee_text(cell: Cell) -> str:
+    if cell.status == FAIL:
+        return f"**DISAGREE**: {cell.reason}"
+    if cell.status == PASS and cell.checks:
+        ch = cell.checks[0]
+        return f"agree: {ch.description}: selftest {ch.observed}"
+    return f"{cell.status}: {cell.reason}"
 
 
 def _md_kernels(env: Environment) -> list[str]:

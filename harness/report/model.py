@@ -20,6 +20,8 @@ from ..results import ERROR, FAIL, PASS, SKIP, Sample, ScenarioResult, Status
 from ..rundir import RunDirError, read_run
 
 DEFAULT_TOLERANCE = 10.0  # percent
+SELFTEST_PREFIX = "selftest/"
+REFEREE_PREFIX = "referee/"  # harness/referee.py's cells
 STATUSES = (PASS, FAIL, SKIP, ERROR)
 
 # Reasons that come from the scenario's own scope (runner._static_skip, a `when` block):
@@ -122,6 +124,9 @@ class Difference:
     values: dict[str, str]  # Column.label -> what that cell showed
     by_design: bool = False  # the scenario's scope says so (v2 only, a `when` block)
     config: list[str] = field(default_factory=list)  # "CONFIG_MEMCG_V1: 6.1.0-56-amd64 -, ..."
+    # what the difference is, when the model knows: a selftest verdict that changed between
+    # kernels running the same binary is the kernels' difference, not the harness's
+    explanation: str = ""
 
     @property
     def between(self) -> str:
@@ -140,7 +145,8 @@ class Difference:
         values = " vs ".join(f"{col}: {val}" for col, val in self.values.items())
         extra = f" [{'; '.join(self.config)}]" if self.config else ""
         design = " (by the scenario's design)" if self.by_design else ""
-        return f"{self.between}: {self.what}{design}: {values}{extra}"
+        why = f" ({self.explanation})" if self.explanation else ""
+        return f"{self.between}: {self.what}{design}: {values}{extra}{why}"
 
 
 @dataclass
@@ -188,6 +194,9 @@ class Environment:
     kernels: list[KernelInfo] = field(default_factory=list)
     # CONFIG flags whose value differs between the kernels: flag -> release -> value
     differing_flags: dict[str, dict[str, str]] = field(default_factory=dict)
+    # where each kernel's selftest binaries came from (run.json `selftests` or `referee`):
+    # release -> "linux-source-6.12 6.12.118-1~deb12u1"
+    selftest_sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,6 +211,16 @@ class Report:
     @property
     def differences(self) -> list[tuple[str, Difference]]:
         return [(row.scenario, d) for row in self.rows for d in row.differences]
+
+    @property
+    def referee(self) -> list[Row]:
+        """The referee's judgements (`run --referee`): a row per scenario x selftest case."""
+        return [row for row in self.rows if row.scenario.startswith(REFEREE_PREFIX)]
+
+    @property
+    def disagreements(self) -> list[tuple[str, Cell]]:
+        return [(row.scenario, cell) for row in self.referee for cell in row.cells.values()
+                if cell.status == FAIL]
 
     def link(self, rel: str, out_dir: Path) -> str:
         """A file of the run directory (a console log) as a link from `out_dir`."""
@@ -264,7 +283,12 @@ def _environment(info: dict) -> Environment:
             values = {k.release: k.flags.get(flag, "?") for k in kernels}
             if len(set(values.values())) > 1:
                 differing[flag] = values
+    sources = {}
+    for entry in (info.get("selftests") or []) + (info.get("referee") or []):
+        if isinstance(entry, dict) and entry.get("kernel"):
+            sources[str(entry["kernel"])] = str(entry.get("identity") or entry.get("source", ""))
     return Environment(
+        selftest_sources=sources,
         run_json=bool(info), started_at=str(info.get("started_at", "")),
         host=str(info.get("host", "")), host_kernel=str(info.get("host_kernel", "")),
         python=str(info.get("python", "")), qemu=str(info.get("qemu", "")),
@@ -374,6 +398,8 @@ def _differences(row: Row, columns: list[Column], env: Environment,
             found += _figure_differences(axis, scope, ran, tolerance)
         for d in found:
             d.config = _config_notes(d, env)
+            if axis == "kernel" and row.scenario.startswith(SELFTEST_PREFIX):
+                d.explanation = _selftest_explanation(d, env)
         out += found
     return out
 
@@ -414,6 +440,21 @@ def _figure_differences(axis: str, scope: str, cells: list[Cell],
         out.append(Difference(axis, scope, "figure", name,
                               {cell.column: f.text for cell, f in zip(cells, figs)}))
     return out
+
+
+def _selftest_explanation(d: Difference, env: Environment) -> str:
+    """Why a selftest's verdict differs between kernels: the kernels, when the same binary
+    ran on all of them (the default: the newest source's tests); else possibly the tests."""
+    releases = [label.rsplit(" ", 1)[0] for label in d.values]
+    sources = {env.selftest_sources.get(r) for r in releases}
+    if len(sources) == 1 and None not in sources:
+        return (f"a kernel difference: the same test binary, built from {sources.pop()}, "
+                "ran on each kernel, so the verdict changed with the kernel, not with the "
+                "test or the harness")
+    if None in sources:
+        return "where the tests came from is not in run.json: the kernels or the tests differ"
+    return ("each kernel ran the selftests of its own source (--own-source): the kernels or "
+            "the tests differ")
 
 
 def _config_notes(d: Difference, env: Environment) -> list[str]:

@@ -165,8 +165,9 @@ class SelftestRunner(Fleet):
 
     def __init__(self, plans: list[KernelPlan], writer: ResultsWriter, bus: EventBus, *,
                  jobs: int = 2, repeat: int = 1, timeout: float = DEFAULT_TIMEOUT,
-                 accel: str = "tcg", boot_timeout: float = 90.0) -> None:
+                 accel: str = "tcg", boot_timeout: float = 90.0, role: str = "") -> None:
         super().__init__(writer, jobs)
+        self.role = role  # ScenarioResult.role of every result ("referee": run --referee)
         self.plans = plans
         self.bus = bus
         self.repeat = max(1, repeat)
@@ -192,7 +193,7 @@ class SelftestRunner(Fleet):
         return self.writer.results
 
     def _record(self, result: ScenarioResult) -> None:
-        self._write(result)
+        self.write(result)
         extra = f": {result.reason}" if result.status in (SKIP, ERROR, FAIL) and result.reason \
             else ""
         self.bus.emit(f"selftest.{result.status}",
@@ -215,7 +216,7 @@ class SelftestRunner(Fleet):
             description=(f"the kernel's own cgroup selftest, built from {src.source} "
                          f"{src.version} (the same binary on every kernel of the run unless "
                          "--own-source: a verdict that differs between kernels is theirs)"),
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **kw)
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), role=self.role, **kw)
 
     def _run_kernel(self, p: KernelPlan) -> None:
         pending = list(p.binaries)
