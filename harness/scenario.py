@@ -28,6 +28,8 @@ from .units import format_size, parse_size
 
 STEP_FIELDS = ("exit_status", "signal")  # besides keys of the step's `key=value` stdout
 DEFAULT_TIMEOUT = 60.0
+# result names kharness gives its own cells: the selftests' and the referee's judgements
+RESERVED_PREFIXES = ("selftest/", "referee/")
 _RELEASE = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -304,6 +306,11 @@ def load(paths: Sequence[Path | str]) -> tuple[list[Scenario], list[Problem]]:
             scenario, found = _load_file(file, name, display)
             problems.extend(found)
             if scenario is None:
+                continue
+            if name.startswith(RESERVED_PREFIXES):
+                problems.append(Problem(display, "", f"scenario name {name!r} starts with "
+                                        f"{name.split('/')[0]}/, which kharness's own results "
+                                        "use (selftest/, referee/); rename its directory"))
                 continue
             if name in names:
                 problems.append(Problem(display, "", f"scenario name {name!r} is also the name "

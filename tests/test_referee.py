@@ -192,3 +192,12 @@ def test_junit_has_the_judgements_not_the_referees_own_cells(tmp_path):
     assert line["role"] == "referee"
     assert ScenarioResult.from_dict(line).role == "referee"
     assert "role" not in _result("min", K612, "pass").to_dict()  # older records unchanged
+
+
+def test_scenario_names_of_kharness_own_cells_are_refused(tmp_path):
+    d = tmp_path / "scenarios" / "referee"
+    d.mkdir(parents=True)
+    (d / "x.yaml").write_text("description: x\nsteps:\n  - run: \"true\"\n")
+    _, problems = scenario.load([tmp_path / "scenarios"])
+    (p,) = problems
+    assert "scenario name 'referee/x' starts with referee/" in str(p)

@@ -2,7 +2,7 @@
 selftest cases they name (built from linux-source-6.12) on the same kernels, and the
 judgements. pids/max-parent-events pins 6.1's pids.events defect (`fails_on`), so it agrees
 with test_pids_events on both kernels although that test is not ok on 6.1; the two scenarios
-of tests/scenarios/referee are made to claim the opposite of test_pids_max and must be
+of tests/scenarios/opposite are made to claim the opposite of test_pids_max and must be
 flagged."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_referee_flags_the_scenarios_that_claim_the_opposite(tmp_path):
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "scenarios/pids/max-parent-events.yaml",
-         "scenarios/pids/max-fork.yaml", "tests/scenarios/referee", "--referee",
+         "scenarios/pids/max-fork.yaml", "tests/scenarios/opposite", "--referee",
          "--kernel", "debian:6.1", "--kernel", "debian:6.12", "--hierarchy", "v2",
          "--results", str(out), "--junit", str(junit)],
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False,
@@ -55,24 +55,24 @@ def test_referee_flags_the_scenarios_that_claim_the_opposite(tmp_path):
         assert got[(ref, series)]["status"] == "pass", got[(ref, series)]
         assert got[("referee/pids/max-fork/test_pids:test_pids_max", series)]["status"] \
             == "pass"
-        opposite = got[("referee/claims-no-limit/test_pids:test_pids_max", series)]
+        opposite = got[("referee/opposite/claims-no-limit/test_pids:test_pids_max", series)]
         assert opposite["status"] == "fail"
-        assert opposite["reason"].startswith("disagreement: claims-no-limit FAIL, so the "
+        assert opposite["reason"].startswith("disagreement: opposite/claims-no-limit FAIL, so the "
                                              "behaviour is broken on ")
         assert opposite["reason"].endswith("the kernel's own test_pids:test_pids_max says ok")
-        pinned = got[("referee/pins-a-defect-that-is-not-there/test_pids:test_pids_max",
+        pinned = got[("referee/opposite/pins-a-defect-that-is-not-there/test_pids:test_pids_max",
                       series)]
         assert pinned["status"] == "fail"
         assert "PASS (its ref: fails_on >=6.1), so the behaviour is broken" in pinned["reason"]
     assert got[(ref, "6.1")]["checks"][0]["expected"] == "not ok"
 
     # the terminal names each disagreement; the summary counts them
-    assert "DISAGREE referee/claims-no-limit/test_pids:test_pids_max" in proc.stderr
+    assert "DISAGREE referee/opposite/claims-no-limit/test_pids:test_pids_max" in proc.stderr
     assert "referee: 8 judgement(s) on 2 kernel(s): 4 agree, 4 disagreement(s)" in proc.stderr
 
     # JUnit: the judgements are cases, the referee's own selftest cells are not
     names = [tc.get("name") for tc in ET.parse(junit).getroot().iter("testcase")]
-    assert "referee/claims-no-limit/test_pids:test_pids_max" in names
+    assert "referee/opposite/claims-no-limit/test_pids:test_pids_max" in names
     assert not [n for n in names if n.startswith("selftest/")]
     failures = [f.get("message") for f in ET.parse(junit).getroot().iter("failure")]
     assert sum("disagreement:" in m for m in failures) == 4
