@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -60,6 +61,11 @@ def install_signal_handlers() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread (an embedding caller)
             signal.signal(sig, _on_signal)
+
+
+def reproduce_recipes() -> tuple[str, ...]:
+    from .reproduce import RECIPE_NAMES
+    return RECIPE_NAMES
 
 
 def _bus(args: argparse.Namespace) -> EventBus:
@@ -473,6 +479,100 @@ def cmd_backtrace(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Parse the trace, look its functions up in each kernel, plan, run, compare."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import reproduce, scenario, traces
+    from .kernels.functions import FunctionLookupError, lookup
+    from .results import ResultsWriter, environment
+    from .runner import Runner
+
+    path = Path(args.trace)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        trace = traces.parse_trace(text, name=str(path))
+    except traces.TraceFormatError as exc:
+        raise UsageError(str(exc)) from None
+    chain = reproduce.pasted_chain(trace.backtrace)
+    if not chain:
+        raise UsageError(f"{path}: the {trace.format} trace has no reliable frame with a "
+                         "function name (only `?` or raw addresses)")
+    bus = _bus(args)
+    specs = args.kernel or list(kernels.DEFAULT_KERNELS)
+    kernel_list = [kernels.resolve(spec, bus) for spec in specs]
+    names = sorted(reproduce.lookup_names(trace))
+    bus.emit("reproduce.lookup", f"looking up the {len(chain)} pasted functions in "
+             f"{len(kernel_list)} kernel(s)' debug info")
+
+    def functions_of(kernel):
+        try:
+            vmlinux = kernels.fetch_debug(kernel, bus)
+            return lookup(vmlinux, names)
+        except (kernels.KernelSpecError, FunctionLookupError) as exc:
+            raise UsageError(f"kernel {kernel.spec}: cannot look up functions: {exc}") from None
+
+    with ThreadPoolExecutor(max_workers=len(kernel_list)) as pool:
+        infos = list(pool.map(functions_of, kernel_list))
+    try:
+        workload = reproduce.plan_workload(trace, args.hierarchy, args.workload)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    plans = [reproduce.plan_kernel(trace, k.release, info, k.config_values(), infos,
+                                   workload.recipe)
+             for k, info in zip(kernel_list, infos, strict=True)]
+    if not any(p.breakpoint for p in plans):
+        kinds = "; ".join(f"{r.why}" for r in plans[0].chain[:3] if r.why)
+        raise UsageError(f"{path}: none of the trace's functions ({', '.join(chain[:6])}"
+                         f"{', ...' if len(chain) > 6 else ''}) exists out of line in "
+                         f"{', '.join(k.release for k in kernel_list)}: nothing to break at"
+                         + (f" ({kinds})" if kinds else ""))
+    for k, p in zip(kernel_list, plans, strict=True):
+        bus.emit("reproduce.plan", f"{k.release}: breakpoint {p.breakpoint or 'none'}"
+                 + (f", callers {', '.join(p.callers)}" if p.callers else "")
+                 + (f" ({p.note})" if p.note else ""))
+    results_dir = Path(args.results or f"results/reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
+    scenario_path = results_dir / "scenario" / "reproduce.yaml"
+    doc = reproduce.scenario_doc(trace, workload, plans, path.name)
+    reproduce.write_scenario(doc, scenario_path, [f"from {path} ({trace.format} trace)"])
+    scenarios, problems = scenario.load([scenario_path])
+    if problems:  # a harness defect: the plan made a scenario the loader refuses
+        for problem in problems:
+            print(f"kharness: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    writer = ResultsWriter(results_dir)
+    accel = _run_accel(args.accel, kernel_list[0], bus)
+    info = {**environment(kernel_list, accel), "argv": sys.argv,
+            "reproduce": {"trace": str(path), "format": trace.format}}
+    writer.write_run_info(info)
+    runner = Runner(scenarios, [k for k, p in zip(kernel_list, plans, strict=True)
+                                if p.breakpoint], [workload.hierarchy], writer, bus,
+                    jobs=min(len(kernel_list), args.jobs or 2), accel=accel)
+    with _finishing(runner, writer, info, [], bus):
+        results = runner.run()
+    by_release = {r.kernel: r for r in results}
+    comparisons = [reproduce.best_comparison(p, trace, by_release.get(p.release))
+                   for p in plans]
+    print(reproduce.report(trace, workload, plans, comparisons, results), end="")
+    kept = reproduce.scenario_doc(trace, workload, plans, path.name,
+                                  frames=reproduce.final_frames(comparisons, plans))
+    header = [f"from {path} ({trace.format} trace); frames: what reproduced on each kernel"]
+    header += [f"{c.release}: score {c.found}/{c.present}" for c in comparisons]
+    reproduce.write_scenario(kept, scenario_path, header)
+    doc_json = reproduce.document(trace, workload, plans, comparisons, scenario_path)
+    (results_dir / "reproduce.json").write_text(json.dumps(doc_json, indent=2) + "\n")
+    if args.script:
+        script = Path(args.script)
+        script.write_text(reproduce.script_text(kept, [k.spec for k in kernel_list]))
+        script.chmod(0o755)
+        print(f"kharness: wrote {script}", file=sys.stderr)
+    bus.emit("reproduce.done", f"results in {results_dir} (scenario: {scenario_path})")
+    return 0 if all(c.reproduced for c in comparisons) else 1
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from .results import ResultsWriter, environment
     from .selftest.build import SelftestBuildError
@@ -805,6 +905,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_backtrace)
+
+    p = sub.add_parser("reproduce", help="reproduce a pasted trace (gdb bt, dmesg Call Trace, "
+                       "OOM report, ftrace, perf script) on each kernel and compare the chains",
+                       description="Parse TRACE_FILE, choose the breakpoint (the innermost "
+                       "memcg function each kernel has), the caller filter and the workload "
+                       "from the trace, run the reproduction on each kernel and print the "
+                       "pasted chain next to each reproduced one. Exit 0 when the chain "
+                       "reproduced on every kernel, 1 otherwise, 2 when the file holds no "
+                       "trace or no frame of it exists in the kernels.")
+    p.add_argument("trace", metavar="TRACE_FILE", help="the pasted trace")
+    p.add_argument("--kernel", action="append", help="kernel spec, repeatable "
+                   f"(default: {', '.join(kernels.DEFAULT_KERNELS)})")
+    p.add_argument("--hierarchy", choices=["v1", "v2"],
+                   help="default: the OOM report's (memory+swap lines: v1), else v2")
+    p.add_argument("--workload", choices=list(reproduce_recipes()),
+                   help="the workload recipe (default: chosen from the trace's entry path)")
+    p.add_argument("--script", help="write a shell script that reruns the reproduction")
+    p.add_argument("--results", help="results directory (default results/reproduce-<time>)")
+    p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="one run as a matrix (scenarios x kernel x hierarchy) "
                        "with what differs between v1 and v2 and between kernels",

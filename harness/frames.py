@@ -1,11 +1,12 @@
 """Backtraces as data: gdb's ``bt`` and the kernel's ``Call Trace:``, parsed into frames.
 
 A :class:`Backtrace` is a tuple of :class:`Frame` from frame #0 (where the kernel stopped)
-outwards, plus where it came from (``gdb`` or ``dmesg``), the task (comm, pid) when known and the
-values of expressions captured with it. It goes to JSON (:meth:`Backtrace.to_dict`) and back, is
-printed the way gdb prints it (:func:`format_gdb`, so ``parse_gdb_backtrace(format_gdb(bt)) ==
-bt`` for a parsed gdb trace), checked (:func:`contains_in_order`, :func:`missing_in_order`) and
-compared across kernels (:func:`diff_chains`, :func:`format_diff`).
+outwards, plus where it came from (``gdb`` or ``dmesg``; ``ftrace`` or ``perf`` for a pasted trace,
+see harness/traces.py), the task (comm, pid) when known and the values of expressions captured
+with it. It goes to JSON (:meth:`Backtrace.to_dict`) and back, is printed the way gdb prints it
+(:func:`format_gdb`, so ``parse_gdb_backtrace(format_gdb(bt)) == bt`` for a parsed gdb trace),
+checked (:func:`contains_in_order`, :func:`missing_in_order`) and compared across kernels
+(:func:`diff_chains`, :func:`format_diff`).
 
 Inlined frames. gdb shows a function inlined into its caller as a frame of its own; both frames
 share one pc. gdb prints ``0xADDR in`` on a frame line only when it can name a pc for that
@@ -50,7 +51,9 @@ from typing import Any
 
 GDB = "gdb"
 DMESG = "dmesg"
-SOURCES = (GDB, DMESG)
+FTRACE = "ftrace"  # a pasted function_graph or stacktrace (harness/traces.py): no offsets
+PERF = "perf"  # a pasted perf script call chain (harness/traces.py): offsets like "0x3d"
+SOURCES = (GDB, DMESG, FTRACE, PERF)
 
 # Past these gdb unwinds user registers as kernel frames. Every asm_exc_* / asm_sysvec_* stub is
 # an idtentry: the same pt_regs frame as asm_exc_page_fault.
@@ -116,7 +119,7 @@ class Backtrace:
     """A call chain from frame #0 outwards."""
 
     frames: tuple[Frame, ...]
-    source: str  # "gdb" | "dmesg"
+    source: str  # one of SOURCES
     comm: str | None = None
     pid: int | None = None
     values: dict[str, str] = field(default_factory=dict)  # expression -> value captured with it
@@ -393,7 +396,7 @@ def format_dmesg(bt: Backtrace) -> str:
 
 
 def format_backtrace(bt: Backtrace) -> str:
-    """The text of a backtrace in the format it came in."""
+    """The text of a backtrace in the format it came in; ftrace and perf ones as dmesg's."""
     return format_gdb(bt) if bt.source == GDB else format_dmesg(bt)
 
 

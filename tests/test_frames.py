@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 
 from harness.frames import (
+    DMESG,
+    FTRACE,
+    GDB,
+    PERF,
+    SOURCES,
     Backtrace,
     ChainDiff,
     Frame,
@@ -290,6 +295,25 @@ def test_json_round_trip() -> None:
     assert (data["comm"], data["pid"], data["values"]) == ("memhog", 91, {"nr_pages": "1"})
     assert Backtrace.from_dict(json.loads(json.dumps(data))) == bt
     assert Frame.from_dict({"index": 2, "function": "f"}) == Frame(2, "f")
+
+
+def test_pasted_trace_sources_print_like_dmesg() -> None:
+    """ftrace and perf backtraces (harness/traces.py) are Backtraces printed as dmesg's."""
+    assert SOURCES == (GDB, DMESG, FTRACE, PERF) == ("gdb", "dmesg", "ftrace", "perf")
+    ftrace = Backtrace(frames=(Frame(0, "try_charge_memcg"), Frame(1, "__mem_cgroup_charge")),
+                       source=FTRACE, comm="memhog", pid=4242)
+    perf = Backtrace(frames=(Frame(0, "try_charge_memcg", address=0xffffffff8134a5a1, offset="0x1"),
+                             Frame(1, "ext4_da_write_begin", file="ext4", offset="0x1a5")),
+                     source=PERF)
+    assert format_backtrace(ftrace) == format_dmesg(ftrace) == (
+        "Call Trace:\n <TASK>\n try_charge_memcg\n __mem_cgroup_charge\n </TASK>\n")
+    assert format_backtrace(perf) == format_dmesg(perf) == (
+        "Call Trace:\n <TASK>\n try_charge_memcg+0x1\n ext4_da_write_begin+0x1a5 [ext4]\n"
+        " </TASK>\n")
+    for bt in (ftrace, perf):
+        assert Backtrace.from_dict(json.loads(json.dumps(bt.to_dict()))) == bt
+    with pytest.raises(ValueError, match="source must be one of"):
+        Backtrace(frames=(), source="systemtap")
 
 
 def test_parse_errors_say_what_is_wrong() -> None:

@@ -144,8 +144,28 @@ def test_memhog_fill_and_step(bins: dict[str, Path]) -> None:
     ]
 
 
+def test_memhog_maps_a_file_and_reads_every_page(bins: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"\1" * (6 << 20))
+    r = run([bins["memhog"], "-m", str(data), "-R", "-L", "-s", "2", "-r", "1", "6"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["reached_mib=2", "reached_mib=4", "reached_mib=6",
+                                     "done mib=6", "reread pass=1"]
+
+
+def test_memhog_file_shorter_than_asked_is_an_error(bins: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"\1" * (1 << 20))
+    r = run([bins["memhog"], "-m", str(data), "2"])
+    assert (r.returncode, r.stdout) == (1, "error=EINVAL at_mib=0\n")
+    r = run([bins["memhog"], "-m", str(tmp_path / "absent"), "2"])
+    assert (r.returncode, r.stdout) == (1, "error=ENOENT at_mib=0\n")
+
+
 @pytest.mark.parametrize(
-    "args", [[], ["x"], ["-1"], ["1", "2"], ["-s", "0", "4"], ["-t", "-1", "4"], ["-q", "4"]]
+    "args", [[], ["x"], ["-1"], ["1", "2"], ["-s", "0", "4"], ["-t", "-1", "4"], ["-q", "4"],
+             ["-R", "4"], ["-L", "4"]]
 )
 def test_memhog_usage_errors(bins: dict[str, Path], args: list[str]) -> None:
     r = run([bins["memhog"], *args])
