@@ -81,8 +81,34 @@ def test_a_newer_name_resolves_to_the_old_one_on_an_older_kernel():
 def test_the_workload_follows_the_entry_path(name, recipe, swap, pressure, oom):
     w = reproduce.plan_workload(load(name))
     assert (w.recipe.name, w.swap, w.pressure, w.oom) == (recipe, swap, pressure, oom)
-    assert w.machine["swap"] != "none" if swap else w.machine["swap"] == "none"
+    if swap:
+        assert w.machine["swap"] != "none" or "disk" in w.machine
+    else:
+        assert w.machine["swap"] == "none"
     assert w.hierarchy == "v2"
+
+
+def test_a_swap_in_through_the_swap_cache_swaps_to_the_disk_with_cluster_readahead():
+    w = reproduce.plan_workload(load("ref-7-swapin.txt"))
+    assert w.machine["swap"] == "none" and "disk" in w.machine
+    assert w.steps[0]["name"] == "swapon" and "vma_ra_enabled" in w.steps[0]["run"]
+    assert any("zram" in n for n in w.notes)
+
+
+def test_a_classic_lru_reclaim_turns_the_multi_gen_lru_off():
+    w = reproduce.plan_workload(load("ref-9-swapout.txt"))
+    assert w.steps[0]["name"] == "classic_lru" and "lru_gen/enabled" in w.steps[0]["run"]
+    assert not any(s.get("name") == "classic_lru"
+                   for s in reproduce.plan_workload(load("ref-4-low-protection.txt")).steps)
+
+
+def test_a_frame_the_call_no_longer_passes_is_named_not_missing():
+    t = load("ref-2-kmem-mkdir.txt")
+    infos = infos_for(t)
+    r = reproduce.resolve("slab_pre_alloc_hook", infos, {}, "6.12")
+    assert r.name is None and "not on this path" in r.why and "post_alloc" in r.why
+    del infos["__memcg_slab_post_alloc_hook"]
+    assert reproduce.resolve("slab_pre_alloc_hook", infos, {}, "6.1").name == "slab_pre_alloc_hook"
 
 
 def test_the_file_fault_oom_maps_a_file_mlocked_without_readahead():
@@ -122,7 +148,7 @@ def test_the_breakpoint_is_the_innermost_memcg_function_the_kernel_has():
                                 "__mem_cgroup_uncharge_folios"})
     p = reproduce.plan_kernel(t, "6.1.0-57-amd64", on61, {}, [on61], w.recipe)
     assert p.breakpoint == "memcg_check_events" and p.note is None
-    assert p.callers == ("uncharge_batch", "do_anonymous_page")
+    assert p.callers == ("uncharge_batch", "shrink_folio_list", "do_anonymous_page")
     assert p.inside == []
     on612 = infos_for(t, absent={"memcg_check_events", "memcg1_check_events",
                                  "mem_cgroup_uncharge_list", "__mem_cgroup_uncharge_list"})

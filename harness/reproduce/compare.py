@@ -179,7 +179,7 @@ def report(trace: PastedTrace, workload: Workload, plans: Sequence[KernelPlan],
     print(f"pasted {trace.format} trace: {len(chain)} frames, #0 {chain[0] if chain else '?'}"
           + (f" (comm {trace.backtrace.comm})" if trace.backtrace.comm else ""), file=out)
     print(f"workload: {workload.recipe.what} ({workload.hierarchy}, memory.max "
-          f"{format_size(workload.limit)}{', zram swap' if workload.swap else ', no swap'})",
+          f"{format_size(workload.limit)}, {workload.swap_kind})",
           file=out)
     for note in workload.notes:
         print(f"  {note}", file=out)

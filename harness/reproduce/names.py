@@ -64,6 +64,38 @@ RENAMES: tuple[Rename, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Moved:
+    """`frame` still exists, but the call the paste shows no longer goes through it in a
+    kernel that has `instead` (the function the work moved to)."""
+
+    frame: str
+    instead: str | None  # the kernel has this function: the call moved
+    since: str
+    why: str
+    verified: tuple[int, int] | None = None  # or: from this version on (read in its source)
+
+    def applies(self, infos: dict[str, FunctionInfo], release: str) -> bool:
+        if self.instead is not None:
+            there = infos.get(self.instead)
+            return there is not None and there.exists
+        m = re.match(r"(\d+)\.(\d+)", release)
+        return bool(m and self.verified and (int(m[1]), int(m[2])) >= self.verified)
+
+
+MOVED: tuple[Moved, ...] = (
+    Moved("slab_pre_alloc_hook", "__memcg_slab_post_alloc_hook", "6.9",
+          "slab objects are charged after the allocation, in __memcg_slab_post_alloc_hook, "
+          "not before it"),
+    Moved("memcg_slab_pre_alloc_hook", "__memcg_slab_post_alloc_hook", "6.9",
+          "slab objects are charged after the allocation, in __memcg_slab_post_alloc_hook, "
+          "not before it"),
+    Moved("__filemap_add_folio", None, "after 6.1",
+          "filemap_add_folio charges the folio itself (mem_cgroup_charge) before it calls "
+          "__filemap_add_folio", verified=(6, 12)),
+)
+
+
 def _when(r: Rename) -> str:
     return r.since if r.since.startswith("after") else f"in {r.since}"
 
@@ -102,6 +134,11 @@ def resolve(pasted: str, infos: dict[str, FunctionInfo], config: dict[str, str],
             release: str) -> Resolved:
     """How kernel `release` (its functions `infos`, its .config values) has `pasted`."""
     info = infos.get(pasted)
+    for m in MOVED:
+        if m.frame == pasted and info is not None and info.exists and m.applies(infos, release):
+            return Resolved(pasted, None, ABSENT,
+                            f"{pasted} is not on this path in {release}: "
+                            f"{'since ' if m.since[0].isdigit() else ''}{m.since}, {m.why}")
     if info is not None and info.exists:
         why = (f"{pasted} is inlined in {release}: no symbol of its own, no frame in the "
                "kernel's unwinder (gdb still shows it)") if info.state == INLINED else None
@@ -136,6 +173,7 @@ def lookup_names(trace: PastedTrace) -> set[str]:
     names = set(pasted_chain(trace.backtrace))
     for n in list(names):
         names.update(o for o, _ in _renames_of(n) if o)
+        names.update(m.instead for m in MOVED if m.frame == n and m.instead)
     return names
 
 

@@ -87,6 +87,13 @@ def plan_kernel(trace: PastedTrace, release: str, infos: dict[str, FunctionInfo]
                None)
     if nxt:
         callers.append(nxt)
+    # the reclaim in between, when there is one: an uncharge under reclaim and one under
+    # the LRU's batch have the same next frame and the same entry
+    middle = next((r.name for r in chain[start + 2:] if r.name and r.pasted in
+                   ("shrink_folio_list", "shrink_page_list", "try_to_free_mem_cgroup_pages")
+                   and r.name not in callers), None)
+    if middle:
+        callers.append(middle)
     anchor = next((r.name for r in chain[start + 1:] if r.name and r.pasted in recipe.anchors
                    and r.name not in callers), None)
     if anchor:

@@ -36,6 +36,13 @@ PRESSURE_FUNCTIONS = frozenset({
     "shrink_node_memcgs", "mem_cgroup_calculate_protection", "out_of_memory",
     "mem_cgroup_handle_over_high", "reclaim_high",
 }) | SWAP_FUNCTIONS
+# the swap-in through the swap cache and its readahead (not zram's synchronous swap-in)
+SWAP_CACHE_FUNCTIONS = frozenset({"swapin_readahead", "swap_cluster_readahead",
+                                  "swap_vma_readahead", "__read_swap_cache_async",
+                                  "read_swap_cache_async"})
+# reclaim through the classic active/inactive lists; the multi-gen LRU (6.1+, on in Debian's
+# 6.12) goes lru_gen_shrink_lruvec -> evict_folios instead
+CLASSIC_LRU_FUNCTIONS = frozenset({"shrink_inactive_list", "shrink_active_list", "shrink_list"})
 OOM_FUNCTIONS = frozenset({"mem_cgroup_out_of_memory", "mem_cgroup_oom", "out_of_memory",
                            "oom_kill_process", "mem_cgroup_oom_synchronize"})
 
@@ -70,7 +77,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("swapin", ("do_swap_page", "swapin_readahead", "swap_cluster_readahead",
                       "swap_vma_readahead", "mem_cgroup_swapin_charge_folio",
                       "__read_swap_cache_async", "read_swap_cache_async"),
-           "memhog -r over memory.max with zram swap: its swapped-out pages read back"),
+           "memhog -r over memory.max with swap: its swapped-out pages read back"),
     Recipe("file-fault", ("filemap_fault", "do_read_fault", "__do_fault",
                           "do_sync_mmap_readahead"),
            "memhog -m: a file of the scenario disk mapped and read, page by page"),
@@ -117,6 +124,14 @@ class Workload:
     machine: dict[str, Any] = field(default_factory=dict)
     cgroups: dict[str, Any] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def swap_kind(self) -> str:
+        if self.machine.get("swap", "none") != "none":
+            return "zram swap"
+        if any(s.get("name") == "swapon" for s in self.steps):
+            return "swap on the virtio disk"
+        return "no swap"
 
 
 def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
@@ -179,7 +194,8 @@ def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
     elif name == "mkdir":
         deep = "/".join(["d"] * 400)
         w.steps = [{"name": "mkdir", "run": f"mkdir -p /tmp/kh-repro/{deep}", "cgroup": CGROUP},
-                   {"name": "tidy", "run": "rm -rf /tmp/kh-repro"}]
+                   {"name": "tidy", "run": "rm -rf /tmp/kh-repro", "cgroup": "tools"}]
+        w.cgroups["tools"] = {}
         w.comm = "mkdir"
     elif name == "migrate":
         w.cgroups["ctl"] = {}
@@ -213,6 +229,22 @@ def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
         w.steps = [{"name": "hog", "run": f"memhog -r 1 {L + L // 2}", "cgroup": CGROUP,
                     "timeout": 240}]
         w.comm = "memhog"
+        if names & SWAP_CACHE_FUNCTIONS:
+            # zram is SWP_SYNCHRONOUS_IO: do_swap_page reads it without the swap cache and its
+            # readahead. A swap partition on the virtio disk goes through both.
+            w.machine["swap"] = "none"
+            w.machine["disk"] = f"{max(256, 8 * L)}M"
+            ra = "swap_cluster_readahead" in names and "swap_vma_readahead" not in names
+            w.cgroups.setdefault("tools", {})
+            w.steps[:0] = [{"name": "swapon", "cgroup": "tools", "run": (
+                "sh -c 'mkswap /dev/vda >/dev/null && swapon /dev/vda"
+                + (" && echo false > /sys/kernel/mm/swap/vma_ra_enabled" if ra else "")
+                + " && echo swapon=1'")}]
+            w.notes.append("swap on a partition of the virtio disk, not zram: the paste went "
+                           "through the swap cache (__read_swap_cache_async), which zram's "
+                           "synchronous swap-in skips"
+                           + ("; VMA-based swap readahead off, for swap_cluster_readahead"
+                              if ra else ""))
     elif name in ("file-fault", "file-read", "file-write"):
         size = 2 * L if pressure else L
         w.machine["disk"] = f"{max(256, 4 * L)}M"
@@ -236,6 +268,10 @@ def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
                 flags.append("-L")  # page cache that cannot be reclaimed: the charge OOMs
                 w.notes.append("the mapping is mlocked on fault (memhog -L), so the page "
                                "cache cannot be reclaimed and the charge ends in the OOM")
+            elif swap:
+                flags.append("-L")  # reclaim for the page cache's charge must swap anon out
+                w.notes.append("the mapping is mlocked on fault (memhog -L), so reclaim for "
+                               "its charges swaps the holder's anonymous pages out")
             run = " ".join(["memhog", "-m", "/mnt/kh-repro/f", *flags, str(size)])
             w.comm = "memhog"
         elif name == "file-read":
@@ -254,6 +290,14 @@ def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
         w.steps = [{"name": "hog", "run": f"memhog {hog}", "cgroup": CGROUP,
                     "timeout": 240 if swap else 120}]
         w.comm = "memhog"
+    if names & CLASSIC_LRU_FUNCTIONS:
+        w.cgroups.setdefault("tools", {})
+        w.steps[:0] = [{"name": "classic_lru", "cgroup": "tools", "run": (
+            "sh -c 'f=/sys/kernel/mm/lru_gen/enabled; [ -w $f ] && echo n > $f; "
+            "echo lru_gen=$(cat $f 2>/dev/null || echo none)'")}]
+        w.notes.append("the paste reclaims through the classic LRU lists (shrink_inactive_list):"
+                       " the multi-gen LRU is turned off (/sys/kernel/mm/lru_gen/enabled = n) "
+                       "where the kernel has it on")
     if oom and name in ("anon", "swapin"):
         w.notes.append(f"memhog {hog} MiB over memory.max {format_size(limit)} without swap: "
                        "the OOM killer ends it")
