@@ -41,6 +41,7 @@ from .events import EventBus
 from .images import CpioWriter
 from .kernels import Kernel
 from .output import OutputError, atomic_write
+from .units import parse_size
 from .paths import cache_dir
 
 QEMU = "qemu-system-x86_64"
@@ -87,6 +88,7 @@ class MachineConfig:
     hierarchy: str = "v2"  # v1, v2 or none
     swap: str | None = None  # zram size, e.g. "256M"
     rdma: bool = False
+    numa: int = 1  # NUMA nodes: -smp and -m split evenly (the last node takes the remainder)
     module_groups: tuple[str, ...] = ()
     disk: str | None = None  # size of a raw virtio disk (/dev/vda in the guest), e.g. "64M"
     # A host directory whose files the disk holds: the disk is then an ext4 filesystem made
@@ -266,10 +268,26 @@ class Machine:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-no-reboot",
+            *self._numa_args(),
             *self._disk_args(),
             *(["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"] if self.gdb_port else []),
             *c.extra_args,
         ]
+
+    def _numa_args(self) -> list[str]:
+        c = self.config
+        if c.numa <= 1:
+            return []
+        total = parse_size(c.memory) >> 20
+        per_cpu, per_mem = c.cpus // c.numa, total // c.numa
+        args: list[str] = []
+        for node in range(c.numa):
+            size = per_mem if node < c.numa - 1 else total - per_mem * (c.numa - 1)
+            first = node * per_cpu
+            cpus = f"{first}-{first + per_cpu - 1}" if per_cpu > 1 else str(first)
+            args += ["-object", f"memory-backend-ram,id=ram{node},size={size}M",
+                     "-numa", f"node,nodeid={node},cpus={cpus},memdev=ram{node}"]
+        return args
 
     def _disk_args(self) -> list[str]:
         if not self.config.disk:

@@ -228,6 +228,7 @@ class Runner(Fleet):
         return MachineConfig(
             kernel=job.kernel, initrd=initrd, memory=spec.memory, cpus=spec.cpus,
             hierarchy=job.hierarchy, swap=spec.swap, rdma=spec.rdma, disk=spec.disk,
+            numa=spec.numa,
             accel=self.accel, boot_timeout=self.boot_timeout, workdir=workdir,
             gdb=bool(getattr(spec, "gdb", False)), boot_retries=retries,
         )

@@ -69,6 +69,7 @@ class MachineSpec:
     swap: str | None = None
     disk: str | None = None
     rdma: bool = False
+    numa: int = 1  # NUMA nodes: CPUs and memory split evenly between them
     fresh_boot: bool = False
     gdb: bool = False  # QEMU's gdbstub and nokaslr: set when the scenario has a gdb section
 
@@ -448,6 +449,7 @@ def _build(path: Path, name: str, doc: dict[str, Any]) -> Scenario:
             swap=_size_text(mach.get("swap")),
             disk=_size_text(mach.get("disk")),
             rdma=mach.get("rdma", False),
+            numa=mach.get("numa", 1),
             fresh_boot=mach.get("fresh_boot", False),
             gdb=bool(doc.get("gdb")),
         ),

@@ -343,6 +343,11 @@ class _Checker:
                              + ("" if key == "memory" else " or none"))
             elif isinstance(v, str) and (_size(v) or 0) <= 0:
                 self.problem(("machine", key), f"{v!r}: must be more than 0")
+        numa, cpus = machine.get("numa", 1), machine.get("cpus", 2)
+        if (isinstance(numa, int) and isinstance(cpus, int) and not isinstance(numa, bool)
+                and numa > 1 and cpus % numa):
+            self.problem(("machine", "numa"), f"{numa} NUMA nodes need a multiple of {numa} "
+                         f"CPUs (cpus is {cpus}): each node gets the same number")
         disk = machine.get("disk")
         return disk not in (None, "none", 0)
 

@@ -22,6 +22,18 @@ def _machine(tmp_path: Path, config_text: str = "", **kw) -> Machine:
                                  workdir=tmp_path / "run", accel="tcg", **kw), EventBus())
 
 
+def test_numa_nodes_split_the_cpus_and_the_memory(tmp_path):
+    assert "-numa" not in _machine(tmp_path, memory="1G").argv()
+    argv = _machine(tmp_path, memory="1000M", cpus=2, numa=2).argv()
+    objects = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    nodes = [argv[i + 1] for i, a in enumerate(argv) if a == "-numa"]
+    assert objects == ["memory-backend-ram,id=ram0,size=500M",
+                       "memory-backend-ram,id=ram1,size=500M"]
+    assert nodes == ["node,nodeid=0,cpus=0,memdev=ram0", "node,nodeid=1,cpus=1,memdev=ram1"]
+    argv = _machine(tmp_path, memory="1G", cpus=4, numa=3 - 1).argv()
+    assert "node,nodeid=1,cpus=2-3,memdev=ram1" in argv
+
+
 def test_argv_is_a_list_with_pvh_boot_and_loopback_forward(tmp_path):
     vm = _machine(tmp_path, memory="1G", hierarchy="v1", swap="256M")
     argv = vm.argv()

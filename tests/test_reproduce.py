@@ -320,3 +320,19 @@ def test_pasted_chain_drops_unreliable_frames_and_stops_at_the_entry():
     bt = Backtrace((Frame(0, "a.cold"), Frame(1, "b", unreliable=True), Frame(2, "??"),
                     Frame(3, "asm_exc_page_fault"), Frame(4, "bogus")), "dmesg")
     assert reproduce.pasted_chain(bt) == ["a", "asm_exc_page_fault"]
+
+
+def test_a_numa_fault_migration_gets_two_nodes_and_the_fault_in_the_filter():
+    t = load("ref-3-migrate.txt")
+    w = reproduce.plan_workload(t)
+    assert w.machine["numa"] == 2 and w.from_step == "move"
+    assert any("taskset -p 2" in s.get("run", "") for s in w.steps)
+    infos = infos_for(t)
+    p = reproduce.plan_kernel(t, "k", infos, {}, [infos], w.recipe)
+    assert p.breakpoint == "mem_cgroup_migrate" and p.callers[-1] == "do_huge_pmd_numa_page"
+    compaction = traces.parse_trace(
+        "Call Trace:\n mem_cgroup_migrate+0x1/0x2\n migrate_pages+0x1/0x2\n"
+        " compact_zone+0x1/0x2\n")
+    w = reproduce.plan_workload(compaction)
+    assert "numa" not in w.machine and any("compact_memory" in s.get("run", "")
+                                           for s in w.steps)

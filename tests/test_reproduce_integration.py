@@ -89,6 +89,17 @@ def test_the_oom_trace_reproduces_in_the_page_cache_fault_path(tmp_path):
     assert all(x["score"] == 1.0 for x in k.values())
 
 
+def test_the_numa_migration_trace_reproduces_on_a_two_node_guest(tmp_path):
+    p, doc, _ = reproduce(tmp_path, TRACES / "ref-3-migrate.txt")
+    assert p.returncode == 0, p.stdout + p.stderr
+    k = by_kernel(doc)
+    assert all(x["score"] == 1.0 for x in k.values())
+    assert any("two NUMA nodes" in n for n in doc["workload"]["notes"])
+    renamed = {f["pasted"]: f["reproduced"] for f in k["6.12"]["frames"]
+               if f["status"] == "renamed"}
+    assert renamed["migrate_misplaced_page"] == "migrate_misplaced_folio"
+
+
 def test_an_oom_report_from_a_kharness_console_reproduces_with_its_limit(tmp_path):
     run = kharness("run", str(REPO / "scenarios/memory/oom-kill.yaml"), "--kernel", "debian:6.1",
                    "--hierarchy", "v2", "--results", str(tmp_path / "oom"), "-q")

@@ -488,3 +488,13 @@ def test_names_come_from_the_knob_table() -> None:
     assert scenario_check.SAMPLED_METRICS is knobs.SAMPLED_METRICS
     assert scenario_check.BYTE_METRICS is knobs.BYTE_METRICS
     assert not set(knobs.SAMPLED_METRICS) & set(knobs.METRICS)
+
+
+def test_numa_nodes_must_divide_the_cpus(tmp_path: Path) -> None:
+    base = ("description: numa\nsteps:\n  - run: \"true\"\nmachine:\n  cpus: {cpus}\n"
+            "  numa: {numa}\n")
+    ok = _load_one(_write(tmp_path, "ok.yaml", base.format(cpus=2, numa=2)))
+    assert ok.machine.numa == 2
+    _, problems = load([_write(tmp_path, "bad.yaml", base.format(cpus=3, numa=2))])
+    assert [p.key_path for p in problems] == ["machine.numa"]
+    assert "multiple of 2" in problems[0].message

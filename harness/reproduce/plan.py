@@ -14,7 +14,7 @@ from ..frames import is_entry_function
 from ..kernels.functions import ABSENT, INLINED, SYMBOL, FunctionInfo
 from ..traces import PastedTrace
 from .names import Resolved, is_memcg, pasted_chain, resolve
-from .workload import Recipe, Workload
+from .workload import NUMA_FAULT_FUNCTIONS, Recipe, Workload
 
 COUNT = 3  # hits captured per kernel: the best-matching one is compared
 
@@ -94,8 +94,12 @@ def plan_kernel(trace: PastedTrace, release: str, infos: dict[str, FunctionInfo]
                    and r.name not in callers), None)
     if middle:
         callers.append(middle)
-    anchor = next((r.name for r in chain[start + 1:] if r.name and r.pasted in recipe.anchors
-                   and r.name not in callers), None)
+    # the entry path's mark; for a NUMA hinting fault the fault itself (a THP's or a page's)
+    numa = [r.name for r in chain[start + 1:] if r.name and r.pasted in NUMA_FAULT_FUNCTIONS
+            and r.pasted.startswith("do_")]
+    anchor = numa[-1] if numa else next(
+        (r.name for r in chain[start + 1:] if r.name and r.pasted in recipe.anchors
+         and r.name not in callers), None)
     if anchor:
         callers.append(anchor)
     plan.callers = tuple(callers)

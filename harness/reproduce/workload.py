@@ -43,6 +43,10 @@ SWAP_CACHE_FUNCTIONS = frozenset({"swapin_readahead", "swap_cluster_readahead",
 # reclaim through the classic active/inactive lists; the multi-gen LRU (6.1+, on in Debian's
 # 6.12) goes lru_gen_shrink_lruvec -> evict_folios instead
 CLASSIC_LRU_FUNCTIONS = frozenset({"shrink_inactive_list", "shrink_active_list", "shrink_list"})
+# a migration from a NUMA hinting fault (NUMA balancing), not from compaction
+NUMA_FAULT_FUNCTIONS = frozenset({"do_numa_page", "do_huge_pmd_numa_page",
+                                  "migrate_misplaced_page", "migrate_misplaced_folio",
+                                  "task_numa_fault", "numa_migrate_prep"})
 OOM_FUNCTIONS = frozenset({"mem_cgroup_out_of_memory", "mem_cgroup_oom", "out_of_memory",
                            "oom_kill_process", "mem_cgroup_oom_synchronize"})
 
@@ -69,7 +73,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("migrate", ("mem_cgroup_migrate", "migrate_pages", "move_to_new_folio",
                        "migrate_folio", "folio_migrate_flags", "migrate_misplaced_page",
                        "migrate_misplaced_folio", "compact_zone"),
-           "compaction (echo 1 > /proc/sys/vm/compact_memory) migrating a holder's pages"),
+           "a holder's pages migrated (by NUMA balancing across two nodes, or by compaction)"),
     Recipe("exit", ("exit_mmap", "__mmput", "mmput", "do_exit", "do_group_exit"),
            "a holder killed: its memory uncharged as it exits"),
     Recipe("fork", ("copy_process", "kernel_clone", "dup_mm", "dup_mmap", "__do_sys_clone"),
@@ -197,6 +201,32 @@ def plan_workload(trace: PastedTrace, hierarchy: str | None = None,
                    {"name": "tidy", "run": "rm -rf /tmp/kh-repro", "cgroup": "tools"}]
         w.cgroups["tools"] = {}
         w.comm = "mkdir"
+    elif name == "migrate" and names & NUMA_FAULT_FUNCTIONS:
+        # a NUMA hinting fault: two nodes, a THP-backed hog faulted in on node 0's CPU, then
+        # moved to node 1's CPU while it keeps reading: NUMA balancing migrates its pages
+        w.machine.update(cpus=2, numa=2, memory=f"{max(1024, 8 * L)}M")
+        w.cgroups["ctl"] = {}
+        w.steps = [
+            {"name": "numa", "cgroup": "ctl", "run": (
+                "sh -c 'echo 1 > /proc/sys/kernel/numa_balancing; "
+                "echo always > /sys/kernel/mm/transparent_hugepage/enabled; "
+                "t=/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled; "
+                "[ -w $t ] && echo always > $t; "
+                "echo numa_balancing=$(cat /proc/sys/kernel/numa_balancing)'")},
+            {"name": "holder", "run": f"taskset 1 memhog -s {2 * L} -r 1000000 {2 * L}",
+             "cgroup": CGROUP, "background": True, "timeout": 180},
+            {"sleep": 2},
+            {"name": "move", "cgroup": "ctl", "run":
+                f"sh -c 'taskset -p 2 $(cat {{cgroup:{CGROUP}}}/cgroup.procs)'"},
+            {"sleep": 10},
+            {"name": "stop", "run": f"sh -c 'kill $(cat {{cgroup:{CGROUP}}}/cgroup.procs)'",
+             "cgroup": "ctl"},
+            {"wait": "holder"}]
+        w.cgroups[CGROUP]["memory.max"] = format_size(max(limit, (4 * L) << 20))
+        w.comm, w.from_step = "memhog", "move"
+        w.notes.append("two NUMA nodes: the hog faults its (transparent huge) pages in on node "
+                       "0's CPU, is moved to node 1's, and NUMA balancing migrates the pages "
+                       "from its hinting faults")
     elif name == "migrate":
         w.cgroups["ctl"] = {}
         w.steps = [
