@@ -41,8 +41,8 @@ from .events import EventBus
 from .images import CpioWriter
 from .kernels import Kernel
 from .output import OutputError, atomic_write
-from .units import parse_size
 from .paths import cache_dir
+from .units import parse_size
 
 QEMU = "qemu-system-x86_64"
 
