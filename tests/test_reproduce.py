@@ -224,7 +224,8 @@ def test_the_script_embeds_the_scenario_and_runs_it(tmp_path):
     doc = reproduce.scenario_doc(t, w, plans, "x.txt")
     text = reproduce.script_text(doc, ["debian:6.1", "debian:6.12"])
     assert text.startswith("#!/bin/sh\n")
-    assert "run \"$dir/reproduce.yaml\" --kernel debian:6.1 --kernel debian:6.12" in text
+    assert ('run "$dir/reproduce.yaml" --kernel debian:6.1 --kernel debian:6.12 --hierarchy v2'
+            in text)
     body = text.split("<<'KH_SCENARIO'\n", 1)[1].split("KH_SCENARIO\n", 1)[0]
     path = tmp_path / "s.yaml"
     path.write_text(body)

@@ -55,11 +55,13 @@ def test_the_kmem_charge_trace_reproduces_on_both_and_the_kept_scenario_runs(tmp
     assert "= try_charge_memcg" in p.stdout and "x memcg_slab_pre_alloc_hook" in p.stdout
     kept = out / "scenario" / "reproduce.yaml"
     assert kharness("validate", str(kept)).returncode == 0
-    again = kharness("run", str(kept), *BOTH, "--results", str(tmp_path / "again"), "-q")
+    again = kharness("run", str(kept), *BOTH, "--hierarchy", "v2", "--results",
+                     str(tmp_path / "again"), "-q")
     assert again.returncode == 0, again.stdout + again.stderr
     assert {r["status"] for r in lines(tmp_path / "again")} == {"pass"}
     script = (tmp_path / "again.sh").read_text()
-    assert "KH_SCENARIO" in script and "--kernel debian:6.12" in script
+    assert "KH_SCENARIO" in script and "--kernel debian:6.12." in script  # pinned
+    assert script.rstrip().endswith("--hierarchy v2 \"$@\"")
 
 
 def test_the_swap_out_trace_reproduces_on_both_with_the_classic_lru(tmp_path):

@@ -229,6 +229,7 @@ def script_text(doc: dict[str, Any], kernel_specs: Sequence[str]) -> str:
     held)."""
     body = yaml.safe_dump(doc, sort_keys=False, width=100)
     kernels = " ".join(f"--kernel {shlex.quote(k)}" for k in kernel_specs)
+    kernels += "".join(f" --hierarchy {h}" for h in doc.get("hierarchies") or ())
     return ("#!/bin/sh\n"
             "# Reruns a reproduction with kharness (written by `kharness reproduce --script`):\n"
             "# the scenario below, its frames expectations set to what reproduced.\n"
