@@ -63,6 +63,15 @@ def install_signal_handlers() -> None:
             signal.signal(sig, _on_signal)
 
 
+def _one_off_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options `backtrace` and `reproduce` share: where results go, machines, output."""
+    p.add_argument("--results", help=f"results directory (default results/{command}-<time>)")
+    p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
 def reproduce_recipes() -> tuple[str, ...]:
     from .reproduce import RECIPE_NAMES
     return RECIPE_NAMES
@@ -899,11 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="workload timeout (default 120)")
     p.add_argument("--json", help="write the backtraces and differences as JSON here")
     p.add_argument("--script", help="write a shell script that reproduces this with kharness")
-    p.add_argument("--results", help="results directory (default results/backtrace-<time>)")
-    p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    _one_off_options(p, "backtrace")
     p.set_defaults(func=cmd_backtrace)
 
     p = sub.add_parser("reproduce", help="reproduce a pasted trace (gdb bt, dmesg Call Trace, "
@@ -922,11 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", choices=list(reproduce_recipes()),
                    help="the workload recipe (default: chosen from the trace's entry path)")
     p.add_argument("--script", help="write a shell script that reruns the reproduction")
-    p.add_argument("--results", help="results directory (default results/reproduce-<time>)")
-    p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    _one_off_options(p, "reproduce")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="one run as a matrix (scenarios x kernel x hierarchy) "

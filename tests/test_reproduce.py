@@ -337,3 +337,27 @@ def test_a_numa_fault_migration_gets_two_nodes_and_the_fault_in_the_filter():
     w = reproduce.plan_workload(compaction)
     assert "numa" not in w.machine and any("compact_memory" in s.get("run", "")
                                            for s in w.steps)
+
+
+@pytest.mark.parametrize("frames, recipe", [
+    (["uncharge_batch", "__mem_cgroup_uncharge_folios", "exit_mmap", "__mmput", "do_exit"],
+     "exit"),
+    (["try_charge_memcg", "__mem_cgroup_charge", "copy_process", "kernel_clone"], "fork"),
+    (["try_charge_memcg", "__mem_cgroup_charge", "__filemap_add_folio", "filemap_add_folio",
+      "page_cache_sync_ra", "filemap_read", "vfs_read", "ksys_read"], "file-read"),
+    (["try_charge_memcg", "__mem_cgroup_charge", "__filemap_add_folio",
+      "__filemap_get_folio", "ext4_da_write_begin", "generic_perform_write",
+      "ext4_buffered_write_iter"], "file-write"),
+])
+def test_the_other_recipes_make_valid_scenarios(frames, recipe, tmp_path):
+    text = "Call Trace:\n" + "".join(f" {f}+0x1/0x2\n" for f in frames)
+    t = traces.parse_trace(text)
+    w = reproduce.plan_workload(t)
+    assert w.recipe.name == recipe
+    infos = infos_for(t)
+    plans = [reproduce.plan_kernel(t, "6.1.0-57-amd64", infos, {}, [infos], w.recipe)]
+    path = reproduce.write_scenario(reproduce.scenario_doc(t, w, plans, "x"),
+                                    tmp_path / "r.yaml")
+    scenarios, problems = scenario.load([path])
+    assert problems == [], problems
+    assert scenarios[0].gdb[0].location == plans[0].breakpoint
