@@ -1,7 +1,7 @@
 """`kharness selftest`: the kernel's cgroup selftests on real kernels, one result per subtest.
 
 Each kernel gets one machine (in parallel, `jobs`) that gives the tests what they need: cgroup2
-mounted with nsdelegate and memory_recursiveprot (as systemd mounts it) and every controller
+mounted with nsdelegate (not memory_recursiveprot: see CGROUP2_OPTIONS) and every controller
 enabled, an ext4 filesystem on a virtio disk holding the binaries as the working directory
 (the page-cache tests need a real filesystem, not tmpfs), zram swap, debugfs, 1 GiB, 2 CPUs.
 Each binary runs on a terminal (its stdout line-buffered, stderr in order with it) under a
@@ -39,7 +39,13 @@ from .parse import BinaryOutput, parse
 
 GUEST_DIR = "/mnt/selftests"
 MEMORY, CPUS, SWAP, DISK = "1G", 2, "512M", "256M"
-CGROUP2_OPTIONS = ("nsdelegate", "memory_recursiveprot")
+# nsdelegate for test_core's lesser_ns_open. Not memory_recursiveprot, although systemd mounts
+# it: with it a memory.low=0 child gets a share of its parent's protection and counts low
+# events, and test_memcg_low of 6.1 and 6.12 (which read the option but do not use it yet)
+# fail for that on both kernels: measured here, not ok with it, ok without (2 of 2 each), no
+# other verdict of the set changed. The catalogue's scenarios mount without it too, so the
+# referee compares like with like.
+CGROUP2_OPTIONS = ("nsdelegate",)
 # test_zswap needs zswap on (Debian's kernels build it in but leave it off by default); it
 # compresses what goes to the zram swap device.
 CMDLINE = ("zswap.enabled=1",)
