@@ -147,6 +147,8 @@ def cmd_kernel_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_list(args: argparse.Namespace) -> int:
+    if args.available is not None:
+        return _kernel_list_available(args)
     cached = kernels.cached_kernels()
     if not cached:
         print("no kernels cached: run `kharness setup` or `kharness kernel fetch debian:6.1`",
@@ -163,6 +165,30 @@ def cmd_kernel_list(args: argparse.Namespace) -> int:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     print("flags: y built in, m module, n not set, - no such option in this kernel "
           "(MEMCG_V1/CPUSETS_V1 before 6.11: v1 comes with MEMCG/CPUSETS)")
+    return 0
+
+
+def _kernel_list_available(args: argparse.Namespace) -> int:
+    """`kernel list --available [SERIES]`: what Debian's archive offers, next to the cache."""
+    from .kernels import debian
+
+    series = args.available or None
+    try:
+        releases = debian.available(series, _bus(args))
+    except kernels.KernelSpecError as exc:
+        raise UsageError(str(exc)) from None
+    if not releases:
+        print(f"the archive offers no kernel{' of ' + series if series else ''} "
+              "(apt-get update?)", file=sys.stderr)
+        return 1
+    cached = {k.release for k in kernels.cached_kernels()}
+    rows = [["SPEC", "RELEASE", "FLAVOUR", "CACHED"]]
+    for r in releases:
+        rows.append([debian.spec_of(r), r, debian.split_release(r)[1],
+                     "yes" if r in cached else ""])
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     return 0
 
 
@@ -781,7 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("--sources", action="store_true", help="also the unpacked Debian sources")
     kp.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     kp.set_defaults(func=cmd_kernel_prune)
-    kp = ksub.add_parser("list", help="cached kernels with the config flags that matter")
+    kp = ksub.add_parser("list", help="cached kernels with the config flags that matter; "
+                         "--available: what Debian's archive offers")
+    kp.add_argument("--available", nargs="?", const="", metavar="SERIES",
+                    help="list the archive's releases and flavours (apt's lists, nothing is "
+                    "downloaded), of one series (6.1, 6.12) if given, marking the cached ones")
+    kp.add_argument("-q", "--quiet", action="store_true")
+    kp.add_argument("-v", "--verbose", action="store_true")
     kp.set_defaults(func=cmd_kernel_list)
 
     p = sub.add_parser("exec", help="boot a kernel, run one command over SSH, shut down; "

@@ -155,6 +155,27 @@ def test_debian_candidates_come_from_the_archive_newest_first():
     assert source.candidates(parse_spec("debian:6.12.117"), bus) == ["6.12.117+deb12-amd64"]
 
 
+def test_flavour_specs_pick_the_flavour_and_available_lists_every_one():
+    source = debian.DebianSource(FakeArchive([
+        "6.1.0-50-amd64", "6.1.0-50-rt-amd64", "6.1.0-57-rt-amd64", "6.1.0-9-amd64",
+        "6.12.117+deb12-cloud-amd64", "6.12.117+deb12-amd64"]))
+    bus = EventBus()
+    assert source.candidates(parse_spec("debian:6.1-rt"), bus) == ["6.1.0-57-rt-amd64",
+                                                                   "6.1.0-50-rt-amd64"]
+    assert source.candidates(parse_spec("debian:6.1.0-50-rt"), bus) == ["6.1.0-50-rt-amd64"]
+    assert source.candidates(parse_spec("debian:6.12.117+deb12-cloud"), bus) == [
+        "6.12.117+deb12-cloud-amd64"]
+    assert debian.spec_of("6.1.0-50-rt-amd64") == "debian:6.1.0-50-rt"
+    assert debian.spec_of("6.12.117+deb12-cloud-amd64") == "debian:6.12.117+deb12-cloud"
+    assert debian.available("6.1", bus, source.archive) == [
+        "6.1.0-9-amd64", "6.1.0-50-amd64", "6.1.0-50-rt-amd64", "6.1.0-57-rt-amd64"]
+    assert len(debian.available(None, bus, source.archive)) == 6
+    with pytest.raises(kernels.KernelSpecError, match="major.minor"):
+        debian.available("6", bus, source.archive)
+    with pytest.raises(kernels.KernelSpecError, match="flavour"):
+        parse_spec("debian:6.1-foo")
+
+
 class FakeSource:
     """A new source is a class with the KernelSource methods, registered in SOURCES."""
 

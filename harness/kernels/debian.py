@@ -39,7 +39,7 @@ from .kernel import DEBUG_VMLINUX, DebugSymbolsError, Kernel, KernelSpec, Kernel
 FLAVOURS = ("cloud-amd64", "rt-amd64", "amd64")
 FLAVOUR = "amd64"
 
-_VALUE = re.compile(r"^(?P<version>\d+\.\d+(\.\d+(-\d+|\+deb\d+)?)?)$")
+_VALUE = re.compile(r"^(?P<version>\d+\.\d+(\.\d+(-\d+|\+deb\d+)?)?)(?:-(?P<flavour>rt|cloud))?$")
 
 
 def split_release(release: str) -> tuple[str, str]:
@@ -78,15 +78,19 @@ def wanted(spec: KernelSpec) -> Wanted:
     if not m:
         raise KernelSpecError(
             f"bad kernel spec {str(spec)!r}: {spec.value!r} is not a Debian kernel series "
-            "(6.1, 6.12) or ABI (6.1.0-56, 6.12.117+deb12)"
+            "(6.1, 6.12) or ABI (6.1.0-56, 6.12.117+deb12), optionally with a flavour "
+            "(6.1-rt, 6.1.0-56-cloud)"
         )
-    return Wanted(m.group("version"))
+    flavour = m.group("flavour")
+    return Wanted(m.group("version"), f"{flavour}-amd64" if flavour else FLAVOUR)
 
 
 def spec_of(release: str) -> str:
-    """The spec that pins a release: `6.1.0-56-amd64` -> `debian:6.1.0-56` (releases of the
-    generic flavour only, the one `debian:` specs name)."""
-    return f"debian:{split_release(release)[0]}"
+    """The spec that pins a release: `6.1.0-56-amd64` -> `debian:6.1.0-56`,
+    `6.1.0-56-rt-amd64` -> `debian:6.1.0-56-rt`."""
+    abi, flavour = split_release(release)
+    suffix = "" if flavour in (FLAVOUR, "") else "-" + flavour.removesuffix("-amd64")
+    return f"debian:{abi}{suffix}"
 
 
 def image_package(release: str) -> str:
@@ -148,7 +152,8 @@ def _one_deb(work: Path, package: str) -> Path:
 
 class DebianSource:
     prefix = "debian"
-    usage = "debian:SERIES (e.g. debian:6.1), debian:ABI (e.g. debian:6.1.0-56)"
+    usage = ("debian:SERIES (e.g. debian:6.1), debian:ABI (e.g. debian:6.1.0-56), either with "
+             "-rt or -cloud for that flavour (debian:6.1-rt)")
     example = "debian:6.1"
 
     def __init__(self, archive: Archive | None = None) -> None:
@@ -292,6 +297,21 @@ class DebianSource:
 
 
 SOURCE = DebianSource()
+
+
+def available(series: str | None, bus: EventBus, archive: Archive | None = None) -> list[str]:
+    """Every release of every flavour the archive offers (apt's lists: nothing downloaded),
+    oldest first; `series` (`6.1`, `6.12`) keeps that series' only."""
+    archive = archive or SOURCE.archive
+    if series is not None and not re.fullmatch(r"\d+\.\d+", series):
+        raise KernelSpecError(f"bad series {series!r}: give major.minor, e.g. 6.1")
+    out = []
+    for flavour in FLAVOURS:
+        for release in archive.releases(flavour, bus):
+            if series is None or re.match(rf"^{re.escape(series)}[.]", release):
+                out.append(release)
+    return sorted(set(out), key=lambda r: (release_key(split_release(r)[0]),
+                                           split_release(r)[1]))
 
 
 # --- the cache entry --------------------------------------------------------------------------
