@@ -30,7 +30,7 @@ STEP_FIELDS = ("exit_status", "signal")  # besides keys of the step's `key=value
 DEFAULT_TIMEOUT = 60.0
 # result names kharness gives its own cells: the selftests' and the referee's judgements
 RESERVED_PREFIXES = ("selftest/", "referee/")
-_RELEASE = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?")
+_RELEASE = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+)(?:-(\d+)(?=-|$))?)?")
 
 
 # --- dataclasses ------------------------------------------------------------------------------
@@ -253,20 +253,31 @@ def release_version(release: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def release_numbers(release: str) -> tuple[int, int, int, int]:
+    """The version with Debian's ABI number as a fourth: `"6.1.0-57-amd64"` -> (6, 1, 0, 57),
+    `"6.12.117+deb12-amd64"` -> (6, 12, 117, 0), `"6.1.0-57-rt-amd64"` -> (6, 1, 0, 57)."""
+    m = _RELEASE.match(release)
+    if not m:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), int(m.group(4) or 0))
+
+
 def kernel_matches(constraint: str, release: str) -> bool:
     """Whether kernel `release` satisfies every comparison of `constraint`.
 
     `<`, `<=`, `>`, `>=` compare versions with missing parts as 0 (6.1.112 > 6.1);
     `==` and `!=` compare only the parts given (`==6.1` is the whole 6.1 series).
     Debian's 6.1 releases are named 6.1.0-N: their third number is the ABI's 0, not the
-    upstream stable version."""
-    have = release_version(release)
+    upstream stable version. A constraint that names the ABI (`>=6.1.0-53`, what a bisection
+    over Debian's 6.1 releases tells apart) compares it as a fourth number."""
+    numbers = release_numbers(release)
     for op, want in parse_kernel_constraint(constraint):
+        have = numbers if len(want) == 4 else numbers[:3]  # the ABI only when it is named
         if op in ("==", "!="):
             equal = have[:len(want)] == want
             ok = equal if op == "==" else not equal
         else:
-            padded = want + (0,) * (3 - len(want))
+            padded = want + (0,) * (len(have) - len(want))
             ok = {"<": have < padded, "<=": have <= padded,
                   ">": have > padded, ">=": have >= padded}[op]
         if not ok:

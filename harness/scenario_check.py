@@ -40,7 +40,7 @@ HIERARCHIES = VERSIONS
 ROOT = ""  # the scenario's own cgroup; "." in a file means the same
 
 _PLACEHOLDER = re.compile(r"\{(disk|rdma|cgroup:[^{}]*)\}")
-_CONSTRAINT = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+){0,2})\s*$")
+_CONSTRAINT = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+){0,2}(?:-\d+)?)\s*$")
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -81,7 +81,11 @@ def parse_kernel_constraint(constraint: str) -> list[tuple[str, tuple[int, ...]]
             raise ValueError(
                 f"malformed kernel constraint {constraint!r}: give comparisons separated by "
                 'commas, such as ">=6.1,<6.13" (operators >=, <=, >, <, ==, !=)')
-        parts.append((m.group(1) or "==", tuple(int(x) for x in m.group(2).split("."))))
+        version, _, abi = m.group(2).partition("-")
+        numbers = [int(x) for x in version.split(".")]
+        if abi:  # 6.1.0-53: Debian's ABI number, a fourth after a full version
+            numbers += [0] * (3 - len(numbers)) + [int(abi)]
+        parts.append((m.group(1) or "==", tuple(numbers)))
     return parts
 
 

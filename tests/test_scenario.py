@@ -374,6 +374,13 @@ def test_the_repository_scenarios_validate() -> None:
     ("==6.12.117", "6.12.117+deb12-amd64", True),
     (" >= 6.1 , < 7 ", "6.19.2", True),
     (">=6", "5.15.0", False),
+    (">=6.1.0-53", "6.1.0-53-amd64", True),  # Debian's ABI number, when named, is a fourth
+    (">=6.1.0-53", "6.1.0-50-amd64", False),
+    (">=6.1.0-53", "6.1.0-57-rt-amd64", True),
+    ("<6.1.0-53", "6.1.0-9-amd64", True),
+    (">=6.1.0-53", "6.12.118+deb12-amd64", True),
+    ("==6.1.0-53", "6.1.0-53-cloud-amd64", True),
+    ("==6.1.0-53", "6.1.0-54-amd64", False),
 ])
 def test_kernel_matches(constraint: str, release: str, expected: bool) -> None:
     assert kernel_matches(constraint, release) is expected
