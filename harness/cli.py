@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -608,6 +609,98 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(c.reproduced for c in comparisons) else 1
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    """The packaged release where a scenario's (or one check's) verdict changed."""
+    from . import bisect, scenario
+    from .figures import figures
+    from .kernels import debian
+    from .results import ResultsWriter, environment
+    from .runner import Runner
+
+    if args.repeat < 1:
+        raise UsageError("--repeat must be >= 1")
+    path_text, _, check = args.target.partition(":")
+    scenarios, problems = scenario.load([Path(path_text)])
+    if problems:
+        for problem in problems:
+            print(f"kharness: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(scenarios) != 1:
+        raise UsageError(f"{path_text}: bisect takes one scenario file, not {len(scenarios)} "
+                         "scenarios")
+    the = scenarios[0]
+    target = bisect.Target(the.name, check or None)
+    if args.hierarchy not in the.hierarchies:
+        raise UsageError(f"{the.name} does not run on {args.hierarchy} (its hierarchies: "
+                         f"{', '.join(the.hierarchies)})")
+    bus = _bus(args)
+    ends = []
+    for spec_text in (args.good, args.bad):
+        spec = kernels.parse_spec(spec_text)
+        if spec.kind != "debian":
+            raise UsageError(f"--good/--bad {spec_text}: bisect goes over Debian's packaged "
+                             "releases (debian:6.1.0-47, debian:6.12.118+deb12)")
+        found = debian.SOURCE.candidates(spec, bus)
+        if not found:
+            raise UsageError(f"{spec_text}: the archive has no such release "
+                             "(`kharness kernel list --available`)")
+        ends.append(found[-1] if re.fullmatch(r"\d+\.\d+", spec.value.split("-")[0])
+                    else found[0])
+    releases = bisect.between(ends[0], ends[1], debian.available(None, bus))
+    root = Path(args.results) if args.results else bisect.default_dir(
+        target, ends[0], ends[1], args.hierarchy, args.repeat)
+    bus.emit("bisect.plan", f"{len(releases)} releases from {ends[0]} (good) to {ends[1]} "
+             f"(bad): at most {len(releases).bit_length() + 1} steps of {args.repeat} run(s); "
+             f"results in {root}")
+    accel_kernel: list = []
+
+    def run_step(release: str) -> bisect.Step:
+        step = bisect.Step(release)
+        start = time.monotonic()
+        for k in range(1, args.repeat + 1):
+            directory = bisect.step_dir(root, release, k)
+            result = bisect.finished(directory, the.name)
+            if result is None:
+                kernel = kernels.resolve(debian.spec_of(release), bus)
+                if not accel_kernel:
+                    accel_kernel.append(_run_accel(args.accel, kernel, bus))
+                writer = ResultsWriter(directory)
+                info = {**environment([kernel], accel_kernel[0]), "argv": sys.argv,
+                        "bisect": {"target": args.target, "release": release, "repeat": k}}
+                writer.write_run_info(info)
+                runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
+                                accel=accel_kernel[0])
+                with _finishing(runner, writer, info, [], bus):
+                    runner.run()
+                result = bisect.finished(directory, the.name)
+            else:
+                bus.emit("bisect.reuse", f"{release} run {k}: reusing {directory}")
+            verdict = target.verdict(result) if result is not None else None
+            step.verdicts.append(verdict)
+            if result is not None:
+                step.figures = {**figures(result)}
+                if verdict is None:
+                    step.why = result.reason or f"the scenario's cell is {result.status.value}"
+        step.seconds = time.monotonic() - start
+        return step
+
+    bisection = bisect.Bisection(target, releases, run_step, bus)
+    started = time.monotonic()
+    try:
+        answer = bisection.run()
+    finally:
+        out = bisect.write(root, bisection, started)
+    print(f"bisect {args.target} on {args.hierarchy}: {len(releases)} releases, "
+          f"{sum(len(s.verdicts) for s in bisection.steps.values())} boot(s)")
+    order = {r: i for i, r in enumerate(releases)}
+    for s in sorted(bisection.steps.values(), key=lambda s: order[s.release]):
+        print(f"  {s.release:28} {s.status or '?':10} {'/'.join(v or '-' for v in s.verdicts)}"
+              + (f"  ({s.why})" if s.why else ""))
+    print(answer["summary"])
+    print(f"kharness: {out}", file=sys.stderr)
+    return 0 if answer.get("first_bad") or answer.get("no_change") else 1
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from .results import ResultsWriter, environment
     from .selftest.build import SelftestBuildError
@@ -942,6 +1035,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", help="write a shell script that reproduces this with kharness")
     _one_off_options(p, "backtrace")
     p.set_defaults(func=cmd_backtrace)
+
+    p = sub.add_parser("bisect", help="the packaged Debian release where a scenario's verdict "
+                       "(or one check's) changed", description="Run the scenario on both ends "
+                       "(--good, --bad), then on the midpoints of the archive's releases "
+                       "between them, until the last good and the first bad release are "
+                       "neighbours. Exit 0 with an answer (or no change), 1 when a step is "
+                       "flaky or an end gives no verdict.")
+    p.add_argument("target", metavar="SCENARIO[:CHECK]", help="a scenario file, optionally a "
+                   "check of it: its 1-based number or a piece of its description")
+    p.add_argument("--good", required=True, help="the release that behaves as before, e.g. "
+                   "debian:6.1.0-47")
+    p.add_argument("--bad", required=True, help="the release that does not, e.g. "
+                   "debian:6.12.118+deb12")
+    p.add_argument("--hierarchy", choices=["v1", "v2"], default="v2", help="default v2")
+    p.add_argument("--repeat", type=int, default=1, help="runs per step; different verdicts "
+                   "make the step flaky (default 1)")
+    p.add_argument("--results", help="directory (default results/bisect-<arguments>: a rerun "
+                   "with the same arguments reuses the finished steps)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_bisect)
 
     p = sub.add_parser("reproduce", help="reproduce a pasted trace (gdb bt, dmesg Call Trace, "
                        "OOM report, ftrace, perf script) on each kernel and compare the chains",

@@ -1,0 +1,241 @@
+"""`kharness bisect SCENARIO[:CHECK] --good SPEC --bad SPEC`: the packaged release where a
+behaviour changed.
+
+The candidates are the archive's releases of the good end's flavour between the two ends,
+oldest first (harness/kernels/debian.py `available`): no kernel is built. Both ends are run
+first: the same verdict at both is "no change between GOOD and BAD" and nothing else boots.
+Otherwise the midpoints are run until the last good and the first bad release are neighbours
+in the list; "bad" is a verdict other than the good end's, so a behaviour that started
+failing and one that started passing bisect the same way. With `--repeat N` each step runs N
+times: different verdicts make the step **flaky**, reported as such and never taken as good or
+bad (the bisection stops there: its answer would be a coin's). A step that cannot give a
+verdict (the scenario skipped there, a machine that did not come up) is **untestable** and the
+search goes on with its neighbours, as `git bisect skip` does.
+
+Every step is an ordinary run: `steps/<release>/r<K>/` holds its results.jsonl, run.json and
+machine logs; `bisect.json` the steps, their verdicts and the answer. The default directory is
+named after the arguments, so a rerun with the same arguments reuses the steps that finished
+(a step is finished when its results.jsonl has the scenario's cell).
+
+An answer that falls on a series boundary (the last good is a 6.1, the first bad a 6.12) is said
+as such: the packaged releases cannot narrow it further.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .events import EventBus
+from .kernels import debian
+from .results import ScenarioResult
+
+GOOD, BAD, FLAKY, UNTESTABLE = "good", "bad", "flaky", "untestable"
+
+
+class BisectError(ValueError):
+    """Bad input, said before anything boots."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is judged: a scenario's verdict, or one of its checks (`check`: a 1-based index
+    or a piece of the check's description)."""
+
+    scenario: str
+    check: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        name, _, check = text.partition(":")
+        return cls(name, check or None)
+
+    def verdict(self, result: ScenarioResult) -> str | None:
+        """"pass" / "fail" of the scenario or of the check; None when there is none (the
+        scenario skipped or errored, the check did not apply)."""
+        if result.status.value not in ("pass", "fail"):
+            return None
+        if self.check is None:
+            return result.status.value
+        checks = list(result.checks)
+        if self.check.isdigit():
+            i = int(self.check) - 1
+            chosen = checks[i] if 0 <= i < len(checks) else None
+        else:
+            chosen = next((c for c in checks if self.check in c.description), None)
+        if chosen is None or chosen.skipped_reason:
+            return None
+        return "pass" if chosen.passed else "fail"
+
+
+@dataclass
+class Step:
+    release: str
+    verdicts: list[str | None] = field(default_factory=list)  # one per repeat
+    status: str | None = None  # GOOD | BAD | FLAKY | UNTESTABLE
+    why: str | None = None
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"release": self.release, "spec": debian.spec_of(self.release),
+                "verdicts": self.verdicts, "status": self.status, "why": self.why,
+                "seconds": round(self.seconds, 1), "figures": self.figures}
+
+
+def between(good: str, bad: str, releases: Sequence[str]) -> list[str]:
+    """The releases from `good` to `bad` inclusive, of good's flavour, oldest first (either
+    end may be the older one: the list runs from good to bad)."""
+    flavour = debian.split_release(good)[1]
+    key = debian.release_key
+    lo, hi = sorted((good, bad), key=lambda r: key(debian.split_release(r)[0]))
+    out = [r for r in releases if debian.split_release(r)[1] == flavour
+           and key(debian.split_release(lo)[0]) <= key(debian.split_release(r)[0])
+           <= key(debian.split_release(hi)[0])]
+    out = sorted(set(out) | {good, bad}, key=lambda r: key(debian.split_release(r)[0]))
+    return out if out[0] == good else out[::-1]
+
+
+def series(release: str) -> str:
+    m = re.match(r"(\d+\.\d+)", release)
+    return m.group(1) if m else release
+
+
+@dataclass
+class Bisection:
+    """The search over `releases` (good end first). `run(release) -> Step` runs one step
+    (all its repeats) and is given by the command (it boots); tests give a fake."""
+
+    target: Target
+    releases: list[str]
+    run_step: Callable[[str], Step]
+    bus: EventBus
+    steps: dict[str, Step] = field(default_factory=dict)
+    answer: dict[str, Any] = field(default_factory=dict)
+
+    def _step(self, release: str) -> Step:
+        if release not in self.steps:
+            index = self.releases.index(release) + 1
+            self.bus.emit("bisect.step", f"step {len(self.steps) + 1}: {release} "
+                          f"({index} of {len(self.releases)})")
+            self.steps[release] = self.run_step(release)
+        return self.steps[release]
+
+    def _judge(self, step: Step, good_verdict: str | None) -> None:
+        seen = {v for v in step.verdicts}
+        if None in seen or not seen:
+            step.status = UNTESTABLE
+            step.why = step.why or "no verdict (the scenario skipped or a run errored)"
+        elif len(seen) > 1:
+            step.status = FLAKY
+            n = len(step.verdicts)
+            step.why = (f"flaky: pass {step.verdicts.count('pass')}/{n}, fail "
+                        f"{step.verdicts.count('fail')}/{n}")
+        elif good_verdict is None:
+            step.status = GOOD
+        else:
+            step.status = GOOD if step.verdicts[0] == good_verdict else BAD
+
+    def run(self) -> dict[str, Any]:
+        good, bad = self.releases[0], self.releases[-1]
+        g = self._step(good)
+        self._judge(g, None)
+        if g.status != GOOD:
+            return self._end(f"the good end {good} gives no usable verdict: {g.why}")
+        verdict = g.verdicts[0]
+        b = self._step(bad)
+        self._judge(b, verdict)
+        if b.status in (FLAKY, UNTESTABLE):
+            return self._end(f"the bad end {bad} gives no usable verdict: {b.why}")
+        if b.status == GOOD:
+            return self._end(f"no change between {good} and {bad}: both {verdict}",
+                             no_change=True)
+        lo, hi = 0, len(self.releases) - 1  # releases[lo] good, releases[hi] bad
+        skipped: set[int] = set()
+        while True:
+            inner = [i for i in range(lo + 1, hi) if i not in skipped]
+            if not inner:
+                break
+            mid = min(inner, key=lambda i: abs(i - (lo + hi) / 2))
+            s = self._step(self.releases[mid])
+            self._judge(s, verdict)
+            if s.status == FLAKY:
+                return self._end(f"{self.releases[mid]} is flaky ({s.why}): not bisected "
+                                 "as good or bad; rerun with a larger --repeat, or fix the "
+                                 "scenario's tolerance", flaky=self.releases[mid])
+            if s.status == UNTESTABLE:
+                skipped.add(mid)
+                continue
+            if s.status == GOOD:
+                lo = mid
+            else:
+                hi = mid
+        last_good, first_bad = self.releases[lo], self.releases[hi]
+        untested = [self.releases[i] for i in sorted(skipped) if lo < i < hi]
+        text = (f"first bad {first_bad}, last good {last_good} ({self.target.scenario}"
+                f"{':' + self.target.check if self.target.check else ''}: {verdict} on "
+                f"{last_good}, {self.steps[first_bad].verdicts[0]} on {first_bad})")
+        if untested:
+            text += f"; untestable in between: {', '.join(untested)}"
+        if series(last_good) != series(first_bad):
+            text += (f"; at the series boundary {series(last_good)} -> {series(first_bad)}: "
+                     f"{last_good} is the last {series(last_good)} release and {first_bad} "
+                     f"the first {series(first_bad)} one here, so the packaged releases "
+                     "cannot narrow it further (the change is upstream between "
+                     f"v{series(last_good)} and v{series(first_bad)})")
+        return self._end(text, last_good=last_good, first_bad=first_bad,
+                         boundary=series(last_good) != series(first_bad))
+
+    def _end(self, text: str, **answer: Any) -> dict[str, Any]:
+        self.answer = {"summary": text, **answer}
+        self.bus.emit("bisect.done", text)
+        return self.answer
+
+    def to_dict(self) -> dict[str, Any]:
+        order = {r: i for i, r in enumerate(self.releases)}
+        return {"target": {"scenario": self.target.scenario, "check": self.target.check},
+                "releases": self.releases, "boots": sum(len(s.verdicts) for s in
+                                                        self.steps.values()),
+                "steps": [s.to_dict() for s in self.steps.values()],
+                "in_order": [self.steps[r].to_dict() for r in sorted(self.steps, key=order.get)],
+                **self.answer}
+
+
+def step_dir(root: Path, release: str, repeat: int) -> Path:
+    return root / "steps" / release / f"r{repeat}"
+
+
+def finished(directory: Path, scenario: str) -> ScenarioResult | None:
+    """The scenario's cell of a finished step run, or None."""
+    path = directory / "results.jsonl"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if data.get("scenario") == scenario:
+            return ScenarioResult.from_dict(data)
+    return None
+
+
+def default_dir(target: Target, good: str, bad: str, hierarchy: str, repeat: int) -> Path:
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{target.scenario}-{target.check or 'all'}")
+    return Path("results") / f"bisect-{name}-{good}-{bad}-{hierarchy}-x{repeat}"
+
+
+def write(directory: Path, bisection: Bisection, started: float) -> Path:
+    path = directory / "bisect.json"
+    doc = bisection.to_dict()
+    doc["seconds"] = round(time.monotonic() - started, 1)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,128 @@
+"""kharness bisect without machines: the search over releases with a fake step runner (the
+real one boots: tests/test_bisect_integration.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness import bisect
+from harness.events import EventBus
+from harness.results import FAIL, PASS, SKIP, Check, ScenarioResult
+
+R61 = [f"6.1.0-{n}-amd64" for n in (47, 50, 53, 54, 55, 56, 57)]
+R612 = [f"6.12.{n}+deb12-amd64" for n in (107, 111, 113, 115, 117, 118)]
+
+
+def fake(verdicts: dict[str, list[str | None]]):
+    calls: list[str] = []
+
+    def run(release: str) -> bisect.Step:
+        calls.append(release)
+        return bisect.Step(release, list(verdicts[release]))
+    return run, calls
+
+
+def by_release(flip_at: str, releases: list[str], before="fail", after="pass"):
+    i = releases.index(flip_at)
+    return {r: [before if k < i else after] for k, r in enumerate(releases)}
+
+
+@pytest.mark.parametrize("flip", R61[1:])
+def test_it_finds_the_first_bad_release_in_log2_n_plus_2_boots(flip):
+    run, calls = fake(by_release(flip, R61))
+    b = bisect.Bisection(bisect.Target("s"), R61, run, EventBus())
+    answer = b.run()
+    assert answer["first_bad"] == flip
+    assert answer["last_good"] == R61[R61.index(flip) - 1]
+    assert calls[:2] == [R61[0], R61[-1]]  # both ends first
+    assert len(calls) <= math.ceil(math.log2(len(R61))) + 2
+    assert b.to_dict()["boots"] == len(calls)
+    assert not answer["boundary"]
+
+
+def test_the_same_verdict_at_both_ends_is_no_change_after_two_boots():
+    run, calls = fake({r: ["fail"] for r in R61})
+    answer = bisect.Bisection(bisect.Target("s"), R61, run, EventBus()).run()
+    assert answer["no_change"] and calls == [R61[0], R61[-1]]
+    assert answer["summary"].startswith("no change between 6.1.0-47-amd64 and 6.1.0-57-amd64")
+
+
+def test_a_change_at_the_series_boundary_says_so():
+    releases = R61 + R612
+    run, _ = fake(by_release(R612[0], releases))
+    answer = bisect.Bisection(bisect.Target("s"), releases, run, EventBus()).run()
+    assert (answer["last_good"], answer["first_bad"]) == (R61[-1], R612[0])
+    assert answer["boundary"] and "series boundary 6.1 -> 6.12" in answer["summary"]
+
+
+def test_a_flaky_step_is_reported_and_never_taken_as_good_or_bad():
+    verdicts = by_release("6.1.0-55-amd64", R61)
+    verdicts["6.1.0-54-amd64"] = ["pass", "fail", "pass"]
+    run, _ = fake(verdicts)
+    b = bisect.Bisection(bisect.Target("s"), R61, run, EventBus())
+    answer = b.run()
+    assert answer["flaky"] == "6.1.0-54-amd64" and "first_bad" not in answer
+    step = b.steps["6.1.0-54-amd64"]
+    assert step.status == bisect.FLAKY and step.why == "flaky: pass 2/3, fail 1/3"
+
+
+def test_an_untestable_step_is_skipped_and_named():
+    verdicts = by_release("6.1.0-55-amd64", R61)
+    verdicts["6.1.0-54-amd64"] = [None]
+    run, _ = fake(verdicts)
+    answer = bisect.Bisection(bisect.Target("s"), R61, run, EventBus()).run()
+    assert answer["first_bad"] == "6.1.0-55-amd64"
+    verdicts["6.1.0-55-amd64"] = [None]  # now the answer lies beyond an untestable release
+    run, _ = fake(verdicts)
+    answer = bisect.Bisection(bisect.Target("s"), R61, run, EventBus()).run()
+    assert (answer["last_good"], answer["first_bad"]) == ("6.1.0-53-amd64", "6.1.0-56-amd64")
+    assert "untestable in between: 6.1.0-54-amd64, 6.1.0-55-amd64" in answer["summary"]
+
+
+def test_an_end_without_a_verdict_stops_with_why():
+    verdicts = by_release("6.1.0-53-amd64", R61)
+    verdicts[R61[0]] = [None]
+    run, calls = fake(verdicts)
+    answer = bisect.Bisection(bisect.Target("s"), R61, run, EventBus()).run()
+    assert "good end" in answer["summary"] and calls == [R61[0]]
+
+
+def test_between_keeps_the_good_ends_flavour_from_good_to_bad():
+    archive = R61 + R612 + ["6.1.0-50-rt-amd64", "6.1.0-9-amd64"]
+    assert bisect.between(R61[0], R612[1], archive) == R61 + R612[:2]
+    assert bisect.between(R612[1], R61[-1], archive) == [R612[1], R612[0], R61[-1]]
+    assert bisect.between("6.1.0-50-rt-amd64", "6.1.0-50-rt-amd64", archive) == [
+        "6.1.0-50-rt-amd64"]
+
+
+def result(status, checks=()):
+    return ScenarioResult(scenario="s", kernel="k", kernel_spec="debian:k", hierarchy="v2",
+                          status=status,
+                          checks=list(checks))
+
+
+def test_a_target_judges_the_scenario_or_one_check():
+    checks = [Check("step probe exit_status == 0", "0", "0", True),
+              Check("metric pids_max_events of parent >= 1", ">= 1", "0", False),
+              Check("only on 6.12", "", "", False, skipped_reason="does not apply")]
+    r = result(FAIL, checks)
+    assert bisect.Target("s").verdict(r) == "fail"
+    assert bisect.Target("s", "1").verdict(r) == "pass"
+    assert bisect.Target("s", "pids_max_events").verdict(r) == "fail"
+    assert bisect.Target("s", "only on").verdict(r) is None
+    assert bisect.Target("s", "9").verdict(r) is None
+    assert bisect.Target("s").verdict(result(SKIP)) is None
+    assert bisect.Target("s").verdict(result(PASS)) == "pass"
+    assert bisect.Target.parse("pids/x:2") == bisect.Target("pids/x", "2")
+
+
+def test_a_finished_step_is_read_back(tmp_path):
+    from harness.results import ResultsWriter
+    w = ResultsWriter(tmp_path / "r1")
+    w.add(result(PASS))
+    got = bisect.finished(tmp_path / "r1", "s")
+    assert got is not None and got.status == PASS
+    assert bisect.finished(tmp_path / "r1", "other") is None
+    assert bisect.finished(tmp_path / "none", "s") is None
