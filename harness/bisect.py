@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .events import EventBus
-from .kernels import debian
+from .kernels import Kernel, debian
 from .results import ScenarioResult
 
 GOOD, BAD, FLAKY, UNTESTABLE = "good", "bad", "flaky", "untestable"
@@ -204,6 +204,38 @@ class Bisection:
                 "steps": [s.to_dict() for s in self.steps.values()],
                 "in_order": [self.steps[r].to_dict() for r in sorted(self.steps, key=order.get)],
                 **self.answer}
+
+
+def changes(last_good: Kernel, first_bad: Kernel, most: int = 40) -> dict[str, Any] | None:
+    """What Debian's changelog lists between the two packages of one series: the items
+    touching mm, memcg, cgroup, sched, blk-throttle... first. None when there is no
+    changelog to read (not a Debian package, or two series: separate changelogs)."""
+    from .kernels import changelog
+
+    if series(last_good.release) != series(first_bad.release):
+        return None
+    after = (last_good.origin or {}).get("package_version")
+    upto = (first_bad.origin or {}).get("package_version")
+    path = changelog.changelog_of(first_bad.vmlinux.parent / "root")
+    if not (after and upto and path):
+        return None
+    found = changelog.items(changelog.read(path), after, upto)
+    relevant = [i for i in found if i.relevant]
+    return {"from": after, "to": upto, "changelog": str(path), "items": len(found),
+            "relevant": [{"stable": i.stable, "text": i.text} for i in relevant[:most]],
+            "relevant_count": len(relevant),
+            "stable_releases": sorted({i.stable for i in found if i.stable},
+                                      key=lambda v: tuple(int(x) for x in v.split(".")))}
+
+
+def format_changes(c: dict[str, Any]) -> str:
+    lines = [f"changes {c['from']} -> {c['to']}: {c['items']} items in Debian's changelog "
+             f"(upstream stable {', '.join(c['stable_releases']) or 'none'}); "
+             f"{c['relevant_count']} touch mm/memcg/cgroup/sched/blk-throttle..."
+             + (f", the first {len(c['relevant'])}:" if c["relevant"] else "")]
+    lines += [f"  {i['stable'] or '':9} {i['text']}" for i in c["relevant"]]
+    lines.append(f"  (all of them: {c['changelog']})")
+    return "\n".join(lines)
 
 
 def step_dir(root: Path, release: str, repeat: int) -> Path:

@@ -688,6 +688,11 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         answer = bisection.run()
+        if answer.get("first_bad"):
+            found = bisect.changes(kernels.resolve(debian.spec_of(answer["last_good"]), bus),
+                                   kernels.resolve(debian.spec_of(answer["first_bad"]), bus))
+            if found:
+                bisection.answer["changes"] = found
     finally:
         out = bisect.write(root, bisection, started)
     print(f"bisect {args.target} on {args.hierarchy}: {len(releases)} releases, "
@@ -697,6 +702,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         print(f"  {s.release:28} {s.status or '?':10} {'/'.join(v or '-' for v in s.verdicts)}"
               + (f"  ({s.why})" if s.why else ""))
     print(answer["summary"])
+    if answer.get("changes"):
+        print(bisect.format_changes(answer["changes"]))
     print(f"kharness: {out}", file=sys.stderr)
     return 0 if answer.get("first_bad") or answer.get("no_change") else 1
 

@@ -33,6 +33,11 @@ def test_a_scenario_made_to_flip_at_53_is_found_exactly_in_log2_n_plus_2_boots(t
     assert (doc["last_good"], doc["first_bad"]) == ("6.1.0-50-amd64", "6.1.0-53-amd64")
     assert len(doc["releases"]) >= 7 and doc["boots"] <= len(doc["releases"]).bit_length() + 2
     assert "first bad 6.1.0-53-amd64, last good 6.1.0-50-amd64" in p.stdout
+    # what changed in between, from the -53 package's changelog: mm/cgroup/sched items first
+    changes = doc["changes"]
+    assert (changes["from"], changes["to"]) == ("6.1.176-1", "6.1.187-1")
+    assert changes["relevant_count"] > 0 and "6.1.187" in changes["stable_releases"]
+    assert "changes 6.1.176-1 -> 6.1.187-1" in p.stdout
     # every step is an ordinary run; a rerun with the same arguments reuses them all
     assert (out / "steps" / "6.1.0-53-amd64" / "r1" / "results.jsonl").exists()
     again = kharness("bisect", str(HERE / "flips-at-53.yaml"), "--good", "debian:6.1.0-47",
