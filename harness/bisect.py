@@ -73,10 +73,39 @@ class Target:
         return "pass" if chosen.passed else "fail"
 
 
+def figure_name(metric: str, names: Sequence[str]) -> str | None:
+    """The figure `--metric` names: a figure as `report` shows it (`sampled swap peak of
+    hog`), or the short forms `hog.swap_peak`, `hog.usage_peak`, `hog.METRIC` (a checked
+    metric of cgroup hog), `STEP.FIELD` (a checked step field)."""
+    if metric in names:
+        return metric
+    head, _, tail = metric.rpartition(".")
+    candidates = [f"sampled {tail.removesuffix('_peak')} peak of {head}",
+                  f"metric {tail} of {head}", f"step {head} {tail}"]
+    return next((c for c in candidates if c in names), None)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """`--threshold 20%` or an amount (`4M`, 0.5): a value further than this from the good
+    end's is bad."""
+
+    kind: str  # percent | absolute
+    amount: float
+
+    def moved(self, value: float, reference: float) -> bool:
+        limit = abs(reference) * self.amount / 100 if self.kind == "percent" else self.amount
+        return abs(value - reference) > limit
+
+    def __str__(self) -> str:
+        return f"{self.amount:g}%" if self.kind == "percent" else f"{self.amount:g}"
+
+
 @dataclass
 class Step:
     release: str
     verdicts: list[str | None] = field(default_factory=list)  # one per repeat
+    values: list[float | None] = field(default_factory=list)  # --metric: one per repeat
     status: str | None = None  # GOOD | BAD | FLAKY | UNTESTABLE
     why: str | None = None
     seconds: float = 0.0
@@ -84,7 +113,7 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "spec": debian.spec_of(self.release),
-                "verdicts": self.verdicts, "status": self.status, "why": self.why,
+                "verdicts": self.verdicts, "values": self.values, "status": self.status, "why": self.why,
                 "seconds": round(self.seconds, 1), "figures": self.figures}
 
 
@@ -115,7 +144,9 @@ class Bisection:
     releases: list[str]
     run_step: Callable[[str], Step]
     bus: EventBus
+    threshold: Threshold | None = None  # --metric: steps give values, judged by this
     steps: dict[str, Step] = field(default_factory=dict)
+    reference: float | None = None  # --metric: the good end's value (median of its runs)
     answer: dict[str, Any] = field(default_factory=dict)
 
     def _step(self, release: str) -> Step:
@@ -126,7 +157,23 @@ class Bisection:
             self.steps[release] = self.run_step(release)
         return self.steps[release]
 
+    def _values_to_verdicts(self, step: Step) -> None:
+        """--metric: a value within the threshold of the good end's is "same", else "moved";
+        the good end's own runs are judged against their median."""
+        if self.threshold is None:
+            return
+        if self.reference is None:
+            got = sorted(v for v in step.values if v is not None)
+            if not got or len(got) != len(step.values):
+                step.verdicts = [None] * max(1, len(step.values))
+                return
+            self.reference = got[len(got) // 2]
+        step.verdicts = [None if v is None else
+                         ("moved" if self.threshold.moved(v, self.reference) else "same")
+                         for v in step.values] or [None]
+
     def _judge(self, step: Step, good_verdict: str | None) -> None:
+        self._values_to_verdicts(step)
         seen = {v for v in step.verdicts}
         if None in seen or not seen:
             step.status = UNTESTABLE
@@ -134,8 +181,10 @@ class Bisection:
         elif len(seen) > 1:
             step.status = FLAKY
             n = len(step.verdicts)
-            step.why = (f"flaky: pass {step.verdicts.count('pass')}/{n}, fail "
-                        f"{step.verdicts.count('fail')}/{n}")
+            kinds = sorted(seen, key=str)
+            step.why = "flaky: " + ", ".join(f"{k} {step.verdicts.count(k)}/{n}" for k in kinds)
+            if step.values:
+                step.why += f" (values {', '.join(f'{v:g}' for v in step.values if v is not None)})"
         elif good_verdict is None:
             step.status = GOOD
         else:
@@ -153,8 +202,9 @@ class Bisection:
         if b.status in (FLAKY, UNTESTABLE):
             return self._end(f"the bad end {bad} gives no usable verdict: {b.why}")
         if b.status == GOOD:
-            return self._end(f"no change between {good} and {bad}: both {verdict}",
-                             no_change=True)
+            both = (f"{self.target.check} within {self.threshold} of {self.reference:g}"
+                    if self.threshold is not None else f"both {verdict}")
+            return self._end(f"no change between {good} and {bad}: {both}", no_change=True)
         lo, hi = 0, len(self.releases) - 1  # releases[lo] good, releases[hi] bad
         skipped: set[int] = set()
         while True:
@@ -177,9 +227,15 @@ class Bisection:
                 hi = mid
         last_good, first_bad = self.releases[lo], self.releases[hi]
         untested = [self.releases[i] for i in sorted(skipped) if lo < i < hi]
-        text = (f"first bad {first_bad}, last good {last_good} ({self.target.scenario}"
-                f"{':' + self.target.check if self.target.check else ''}: {verdict} on "
-                f"{last_good}, {self.steps[first_bad].verdicts[0]} on {first_bad})")
+        if self.threshold is not None:
+            vg, vb = self.steps[last_good].values[0], self.steps[first_bad].values[0]
+            text = (f"first bad {first_bad}, last good {last_good} ({self.target.scenario} "
+                    f"{self.target.check}: {vg:g} on {last_good}, {vb:g} on {first_bad}; the "
+                    f"good end's {self.reference:g}, threshold {self.threshold})")
+        else:
+            text = (f"first bad {first_bad}, last good {last_good} ({self.target.scenario}"
+                    f"{':' + self.target.check if self.target.check else ''}: {verdict} on "
+                    f"{last_good}, {self.steps[first_bad].verdicts[0]} on {first_bad})")
         if untested:
             text += f"; untestable in between: {', '.join(untested)}"
         if series(last_good) != series(first_bad):

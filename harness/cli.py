@@ -616,6 +616,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     from .kernels import debian
     from .results import ResultsWriter, environment
     from .runner import Runner
+    from .units import parse_tolerance
 
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
@@ -629,7 +630,17 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         raise UsageError(f"{path_text}: bisect takes one scenario file, not {len(scenarios)} "
                          "scenarios")
     the = scenarios[0]
-    target = bisect.Target(the.name, check or None)
+    threshold = None
+    if args.metric:
+        if check:
+            raise UsageError("give SCENARIO:CHECK or --metric, not both")
+        try:
+            threshold = bisect.Threshold(*parse_tolerance(args.threshold))
+        except ValueError as exc:
+            raise UsageError(f"--threshold: {exc}") from None
+    elif args.threshold != "10%":
+        raise UsageError("--threshold goes with --metric")
+    target = bisect.Target(the.name, args.metric or check or None)
     if args.hierarchy not in the.hierarchies:
         raise UsageError(f"{the.name} does not run on {args.hierarchy} (its hierarchies: "
                          f"{', '.join(the.hierarchies)})")
@@ -675,16 +686,23 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                 result = bisect.finished(directory, the.name)
             else:
                 bus.emit("bisect.reuse", f"{release} run {k}: reusing {directory}")
-            verdict = target.verdict(result) if result is not None else None
-            step.verdicts.append(verdict)
             if result is not None:
                 step.figures = {**figures(result)}
-                if verdict is None:
-                    step.why = result.reason or f"the scenario's cell is {result.status.value}"
+            if threshold is not None:
+                name = bisect.figure_name(args.metric, list(step.figures)) if result else None
+                step.values.append(step.figures[name] if name else None)
+                if name is None:
+                    step.why = (f"no figure {args.metric!r} in this run (its figures: "
+                                f"{', '.join(step.figures) or 'none'})")
+                continue
+            verdict = target.verdict(result) if result is not None else None
+            step.verdicts.append(verdict)
+            if result is not None and verdict is None:
+                step.why = result.reason or f"the scenario's cell is {result.status.value}"
         step.seconds = time.monotonic() - start
         return step
 
-    bisection = bisect.Bisection(target, releases, run_step, bus)
+    bisection = bisect.Bisection(target, releases, run_step, bus, threshold=threshold)
     started = time.monotonic()
     try:
         answer = bisection.run()
@@ -695,11 +713,14 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                 bisection.answer["changes"] = found
     finally:
         out = bisect.write(root, bisection, started)
-    print(f"bisect {args.target} on {args.hierarchy}: {len(releases)} releases, "
+    print(f"bisect {args.target}{' --metric ' + args.metric if args.metric else ''} on "
+          f"{args.hierarchy}: {len(releases)} releases, "
           f"{sum(len(s.verdicts) for s in bisection.steps.values())} boot(s)")
     order = {r: i for i, r in enumerate(releases)}
     for s in sorted(bisection.steps.values(), key=lambda s: order[s.release]):
-        print(f"  {s.release:28} {s.status or '?':10} {'/'.join(v or '-' for v in s.verdicts)}"
+        shown = (s.verdicts if threshold is None else
+                 [f"{v:g}" if v is not None else None for v in s.values])
+        print(f"  {s.release:28} {s.status or '?':10} {'/'.join(v or '-' for v in shown)}"
               + (f"  ({s.why})" if s.why else ""))
     print(answer["summary"])
     if answer.get("changes"):
@@ -1058,6 +1079,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hierarchy", choices=["v1", "v2"], default="v2", help="default v2")
     p.add_argument("--repeat", type=int, default=1, help="runs per step; different verdicts "
                    "make the step flaky (default 1)")
+    p.add_argument("--metric", metavar="FIGURE", help="bisect a figure instead of the verdict: "
+                   "a figure as `report` names it, or hog.swap_peak, hog.usage_peak, "
+                   "hog.METRIC, STEP.FIELD")
+    p.add_argument("--threshold", default="10%", help="with --metric: a value further than "
+                   "this from the good end's is bad: a percentage or an amount (default 10%%)")
     p.add_argument("--results", help="directory (default results/bisect-<arguments>: a rerun "
                    "with the same arguments reuses the finished steps)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")

@@ -65,7 +65,7 @@ def test_a_flaky_step_is_reported_and_never_taken_as_good_or_bad():
     answer = b.run()
     assert answer["flaky"] == "6.1.0-54-amd64" and "first_bad" not in answer
     step = b.steps["6.1.0-54-amd64"]
-    assert step.status == bisect.FLAKY and step.why == "flaky: pass 2/3, fail 1/3"
+    assert step.status == bisect.FLAKY and step.why == "flaky: fail 1/3, pass 2/3"
 
 
 def test_an_untestable_step_is_skipped_and_named():
@@ -126,3 +126,33 @@ def test_a_finished_step_is_read_back(tmp_path):
     assert got is not None and got.status == PASS
     assert bisect.finished(tmp_path / "r1", "other") is None
     assert bisect.finished(tmp_path / "none", "s") is None
+
+
+def test_a_figure_is_bisected_by_its_move_from_the_good_end():
+    values = dict(zip(R61, [100.0, 104.0, 108.0, 130.0, 131.0, 129.0, 135.0], strict=True))
+
+    def run(release):
+        return bisect.Step(release, values=[values[release]])
+    b = bisect.Bisection(bisect.Target("s", "hog.swap_peak"), R61, run, EventBus(),
+                         threshold=bisect.Threshold("percent", 20))
+    answer = b.run()
+    assert answer["first_bad"] == "6.1.0-54-amd64" and b.reference == 100.0
+    assert "threshold 20%" in answer["summary"]
+    flat = bisect.Bisection(bisect.Target("s", "x"), R61,
+                            lambda r: bisect.Step(r, values=[100.0]), EventBus(),
+                            threshold=bisect.Threshold("absolute", 4))
+    assert flat.run()["no_change"]
+    noisy = bisect.Bisection(bisect.Target("s", "x"), R61,
+                             lambda r: bisect.Step(r, values=[100.0, 100.0, 150.0]), EventBus(),
+                             threshold=bisect.Threshold("percent", 20))
+    assert "good end 6.1.0-47-amd64 gives no usable verdict: flaky: moved 1/3, same 2/3" in \
+        noisy.run()["summary"]
+
+
+def test_figure_names_take_the_report_name_or_a_short_form():
+    names = ["sampled swap peak of hog", "metric oom_kill of hog", "step probe release"]
+    assert bisect.figure_name("hog.swap_peak", names) == "sampled swap peak of hog"
+    assert bisect.figure_name("hog.oom_kill", names) == "metric oom_kill of hog"
+    assert bisect.figure_name("probe.release", names) == "step probe release"
+    assert bisect.figure_name("metric oom_kill of hog", names) == "metric oom_kill of hog"
+    assert bisect.figure_name("hog.nothing", names) is None
