@@ -138,6 +138,17 @@ def cmd_kernel_prune(args: argparse.Namespace) -> int:
     from .kernels import build
 
     pruned = build.prune(objects=args.objects, sources=args.sources, dry_run=args.dry_run)
+    if args.releases:
+        from .kernels import debian
+
+        for k in debian.unnamed():
+            entry = k.vmlinux.parent
+            pruned.append(build.Pruned(entry, kernels.disk_usage(entry),
+                                       f"{k.release}: not the newest cached of its series "
+                                       "and flavour, so no series name points at it (a pin "
+                                       "fetches it again)"))
+            if not args.dry_run:
+                shutil.rmtree(entry, ignore_errors=True)
     for p in pruned:
         print(f"{'would remove' if args.dry_run else 'removed'}\t{p.bytes / 2**20:.0f}M\t"
               f"{p.path}\t{p.why}")
@@ -919,14 +930,19 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("-q", "--quiet", action="store_true")
     kp.set_defaults(func=cmd_kernel_build)
     kp = ksub.add_parser(
-        "prune", help="remove what the build cache keeps that nothing uses",
-        description="Build entries no name points at, object directories of interrupted "
+        "prune", help="remove what the kernel cache keeps that nothing uses",
+        description="Debian kernels no series name points at (older than the newest cached "
+        "of their series: what a bisection fetched), build entries no name points at, object "
+        "directories of interrupted "
         "Debian-source builds; --objects also path: trees' object directories, --sources the "
         "unpacked Debian sources. A running build's directories are left alone.")
     kp.add_argument("--objects", action="store_true",
                     help="also the object directories of path: trees (incremental rebuilds)")
     kp.add_argument("--sources", action="store_true", help="also the unpacked Debian sources")
     kp.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    kp.add_argument("--keep-releases", dest="releases", action="store_false",
+                    help="keep Debian kernels older than the newest cached of their series "
+                    "(what a bisection fetched: pruned by default, fetched again when pinned)")
     kp.set_defaults(func=cmd_kernel_prune)
     kp = ksub.add_parser("list", help="cached kernels with the config flags that matter; "
                          "--available: what Debian's archive offers")

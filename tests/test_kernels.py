@@ -318,3 +318,14 @@ def test_no_import_cycle_anywhere_in_harness():
     graph = _import_graph(Path(__file__).resolve().parent.parent)
     assert len(graph) >= 50
     assert [m for m in sorted(graph) if _in_a_cycle(graph, m)] == []
+
+
+def test_debian_kernels_no_series_name_points_at_are_the_older_ones(tmp_path):
+    def k(release):
+        return kernels.Kernel(spec=debian.spec_of(release), release=release,
+                              vmlinux=tmp_path / release / "vmlinux", config=None,
+                              modules_dir=None)
+    cached = [k(r) for r in ("6.1.0-47-amd64", "6.1.0-57-amd64", "6.1.0-50-rt-amd64",
+                             "6.12.107+deb12-amd64", "6.12.118+deb12-amd64", "6.1.0-9-amd64")]
+    assert sorted(x.release for x in debian.unnamed(cached)) == [
+        "6.1.0-47-amd64", "6.1.0-9-amd64", "6.12.107+deb12-amd64"]

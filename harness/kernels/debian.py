@@ -299,6 +299,22 @@ class DebianSource:
 SOURCE = DebianSource()
 
 
+def unnamed(kernels: list[Kernel] | None = None) -> list[Kernel]:
+    """Cached Debian kernels no series name points at: older than the newest cached one of
+    their series and flavour (`debian:6.1` resolves to the newest), e.g. what a bisection
+    fetched. An exact pin (`debian:6.1.0-50`) fetches them again when asked."""
+    cached = SOURCE.cached() if kernels is None else kernels
+    newest: dict[tuple[str, str], Kernel] = {}
+    for k in cached:
+        abi, flavour = split_release(k.release)
+        key = (".".join(abi.split(".")[:2]), flavour)
+        if key not in newest or release_key(abi) > release_key(split_release(
+                newest[key].release)[0]):
+            newest[key] = k
+    keep = {k.release for k in newest.values()}
+    return [k for k in cached if k.release not in keep]
+
+
 def available(series: str | None, bus: EventBus, archive: Archive | None = None) -> list[str]:
     """Every release of every flavour the archive offers (apt's lists: nothing downloaded),
     oldest first; `series` (`6.1`, `6.12`) keeps that series' only."""
