@@ -294,6 +294,51 @@ def format_changes(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Stepper:
+    """One bisection step: `repeat` runs of the scenario on a release, each in its own
+    directory (`step_dir`), reused when it finished before; the verdicts (or with `metric`
+    the figure's values) of the runs. `run_once(release, directory, k)` does a run (the
+    command line gives it: it boots)."""
+
+    target: Target
+    root: Path
+    repeat: int
+    run_once: Callable[[str, Path, int], None]
+    bus: EventBus
+    metric: str | None = None
+
+    def __call__(self, release: str) -> Step:
+        from .figures import figures
+
+        step = Step(release)
+        start = time.monotonic()
+        for k in range(1, self.repeat + 1):
+            directory = step_dir(self.root, release, k)
+            result = finished(directory, self.target.scenario)
+            if result is None:
+                self.run_once(release, directory, k)
+                result = finished(directory, self.target.scenario)
+            else:
+                self.bus.emit("bisect.reuse", f"{release} run {k}: reusing {directory}")
+            if result is not None:
+                step.figures = figures(result)
+            if self.metric is not None:
+                name = figure_name(self.metric, list(step.figures)) if result else None
+                step.values.append(step.figures[name] if name else None)
+                if name is None:
+                    step.why = (f"no figure {self.metric!r} in this run (its figures: "
+                                f"{', '.join(step.figures) or 'none'})")
+                continue
+            verdict = self.target.verdict(result) if result is not None else None
+            step.verdicts.append(verdict)
+            if verdict is None:
+                step.why = (f"no result in {directory}" if result is None else
+                            result.reason or f"the scenario's cell is {result.status.value}")
+        step.seconds = time.monotonic() - start
+        return step
+
+
 def step_dir(root: Path, release: str, repeat: int) -> Path:
     return root / "steps" / release / f"r{repeat}"
 

@@ -623,7 +623,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_bisect(args: argparse.Namespace) -> int:
     """The packaged release where a scenario's (or one check's) verdict changed."""
     from . import bisect, scenario
-    from .figures import figures
     from .kernels import debian
     from .results import ResultsWriter, environment
     from .runner import Runner
@@ -676,44 +675,22 @@ def cmd_bisect(args: argparse.Namespace) -> int:
              f"results in {root}")
     accel_kernel: list = []
 
-    def run_step(release: str) -> bisect.Step:
-        step = bisect.Step(release)
-        start = time.monotonic()
-        for k in range(1, args.repeat + 1):
-            directory = bisect.step_dir(root, release, k)
-            result = bisect.finished(directory, the.name)
-            if result is None:
-                kernel = kernels.resolve(debian.spec_of(release), bus)
-                if not accel_kernel:
-                    accel_kernel.append(_run_accel(args.accel, kernel, bus))
-                writer = ResultsWriter(directory)
-                info = {**environment([kernel], accel_kernel[0]), "argv": sys.argv,
-                        "bisect": {"target": args.target, "release": release, "repeat": k}}
-                writer.write_run_info(info)
-                runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
-                                accel=accel_kernel[0])
-                with _finishing(runner, writer, info, [], bus):
-                    runner.run()
-                result = bisect.finished(directory, the.name)
-            else:
-                bus.emit("bisect.reuse", f"{release} run {k}: reusing {directory}")
-            if result is not None:
-                step.figures = {**figures(result)}
-            if threshold is not None:
-                name = bisect.figure_name(args.metric, list(step.figures)) if result else None
-                step.values.append(step.figures[name] if name else None)
-                if name is None:
-                    step.why = (f"no figure {args.metric!r} in this run (its figures: "
-                                f"{', '.join(step.figures) or 'none'})")
-                continue
-            verdict = target.verdict(result) if result is not None else None
-            step.verdicts.append(verdict)
-            if result is not None and verdict is None:
-                step.why = result.reason or f"the scenario's cell is {result.status.value}"
-        step.seconds = time.monotonic() - start
-        return step
+    def run_once(release: str, directory: Path, k: int) -> None:
+        """One run of the scenario on a release into `directory`, as `kharness run` does."""
+        kernel = kernels.resolve(debian.spec_of(release), bus)
+        if not accel_kernel:
+            accel_kernel.append(_run_accel(args.accel, kernel, bus))
+        writer = ResultsWriter(directory)
+        info = {**environment([kernel], accel_kernel[0]), "argv": sys.argv,
+                "bisect": {"target": args.target, "release": release, "repeat": k}}
+        writer.write_run_info(info)
+        runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
+                        accel=accel_kernel[0])
+        with _finishing(runner, writer, info, [], bus):
+            runner.run()
 
-    bisection = bisect.Bisection(target, releases, run_step, bus, threshold=threshold)
+    stepper = bisect.Stepper(target, root, args.repeat, run_once, bus, metric=args.metric)
+    bisection = bisect.Bisection(target, releases, stepper, bus, threshold=threshold)
     started = time.monotonic()
     try:
         answer = bisection.run()

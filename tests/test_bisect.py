@@ -156,3 +156,24 @@ def test_figure_names_take_the_report_name_or_a_short_form():
     assert bisect.figure_name("probe.release", names) == "step probe release"
     assert bisect.figure_name("metric oom_kill of hog", names) == "metric oom_kill of hog"
     assert bisect.figure_name("hog.nothing", names) is None
+
+
+def test_a_stepper_runs_each_repeat_once_and_reuses_finished_runs(tmp_path):
+    from harness.results import ResultsWriter
+    ran = []
+
+    def run_once(release, directory, k):
+        ran.append((release, k))
+        ResultsWriter(directory).add(result(PASS if k % 2 else FAIL,
+                                            [Check("step probe release == 1", "1", "7", True)]))
+    stepper = bisect.Stepper(bisect.Target("s"), tmp_path, 3, run_once, EventBus())
+    step = stepper("6.1.0-50-amd64")
+    assert step.verdicts == ["pass", "fail", "pass"] and len(ran) == 3
+    assert step.figures == {"step probe release": 7.0}
+    assert stepper("6.1.0-50-amd64").verdicts == ["pass", "fail", "pass"] and len(ran) == 3
+    metric = bisect.Stepper(bisect.Target("s"), tmp_path, 2, run_once, EventBus(),
+                            metric="probe.release")
+    assert metric("6.1.0-50-amd64").values == [7.0, 7.0] and len(ran) == 3
+    absent = bisect.Stepper(bisect.Target("s"), tmp_path, 1, lambda *a: None, EventBus())
+    s = absent("6.1.0-53-amd64")
+    assert s.verdicts == [None] and "no result in" in s.why
