@@ -68,6 +68,10 @@ def _one_off_options(p: argparse.ArgumentParser, command: str) -> None:
     """The options `backtrace` and `reproduce` share: where results go, machines, output."""
     p.add_argument("--results", help=f"results directory (default results/{command}-<time>)")
     p.add_argument("--jobs", type=int, help="machines in parallel (default: 2)")
+    _accel_and_output(p)
+
+
+def _accel_and_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -961,9 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "each kernel and judge each scenario's v2 verdict by them: a scenario "
                    "that passes where the kernel's own test says the behaviour is broken, or "
                    "the reverse, is a disagreement (a referee/ result that fails)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    _accel_and_output(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("selftest", help="build the kernel's own cgroup selftests and run them "
@@ -1079,9 +1081,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "this from the good end's is bad: a percentage or an amount (default 10%%)")
     p.add_argument("--results", help="directory (default results/bisect-<arguments>: a rerun "
                    "with the same arguments reuses the finished steps)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    _accel_and_output(p)
     p.set_defaults(func=cmd_bisect)
 
     p = sub.add_parser("reproduce", help="reproduce a pasted trace (gdb bt, dmesg Call Trace, "
