@@ -372,3 +372,84 @@ def write(directory: Path, bisection: Bisection, started: float) -> Path:
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+# --- a source tree: git bisect run ----------------------------------------------------------
+
+GIT_GOOD, GIT_BAD, GIT_SKIP, GIT_ABORT = 0, 1, 125, 255  # what `git bisect run` understands
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    import subprocess
+
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise BisectError(f"git {' '.join(args)} in {repo}: "
+                          f"{(proc.stderr or proc.stdout).strip()[:300]}")
+    return proc.stdout.strip()
+
+
+def check_tree(repo: Path, good: str, bad: str) -> tuple[str, str]:
+    """Both revisions as commits of a clean work tree (bisect checks commits out)."""
+    if git(repo, "rev-parse", "--is-inside-work-tree", check=False) != "true":
+        raise BisectError(f"{repo} is not a git work tree: --source bisects a git repository")
+    if git(repo, "status", "--porcelain", "--untracked-files=no"):
+        raise BisectError(f"{repo} has uncommitted changes: git bisect checks commits out, "
+                          "commit or stash them first")
+    return (git(repo, "rev-parse", "--verify", f"{good}^{{commit}}"),
+            git(repo, "rev-parse", "--verify", f"{bad}^{{commit}}"))
+
+
+def step_exit(verdicts: Sequence[str | None], good_verdict: str) -> int:
+    """A step's exit status for git bisect run: flaky aborts, no verdict skips."""
+    seen = set(verdicts)
+    if not seen or None in seen:
+        return GIT_SKIP
+    if len(seen) > 1:
+        return GIT_ABORT
+    return GIT_GOOD if verdicts[0] == good_verdict else GIT_BAD
+
+
+def git_script(root: Path, step_args: Sequence[str], kharness_root: Path, python: str) -> Path:
+    """The script `git bisect run` runs at each commit: `kharness bisect ... --git-step`
+    (KHARNESS, when set, is the command to run instead of this checkout's)."""
+    import shlex
+
+    args = " ".join(shlex.quote(a) for a in ["bisect", *step_args])
+    path = root / "bisect-run.sh"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        "# Written by `kharness bisect --source`; `git bisect run` runs it at each commit: it\n"
+        "# builds HEAD with `kharness kernel build` and runs the scenario. Exit 0 good, 1 bad,\n"
+        "# 125 skip (the build failed or no verdict), 255 abort (the step is flaky).\n"
+        f'if [ -n "$KHARNESS" ]; then exec $KHARNESS {args}; fi\n'
+        f"cd {shlex.quote(str(kharness_root))} && exec {shlex.quote(python)} -m harness.cli "
+        f"{args}\n")
+    path.chmod(0o755)
+    return path
+
+
+def git_bisect(repo: Path, good: str, bad: str, script: Path, log: Path,
+               bus: EventBus) -> dict[str, Any]:
+    """`git bisect start BAD GOOD; git bisect run SCRIPT`, its log kept, the tree reset."""
+    import subprocess
+
+    git(repo, "bisect", "start", bad, good)
+    try:
+        bus.emit("bisect.git", f"git bisect run {script} in {repo}")
+        proc = subprocess.run(["git", "-C", str(repo), "bisect", "run", str(script)],
+                              capture_output=True, text=True, check=False)
+        history = git(repo, "bisect", "log", check=False)
+    finally:
+        git(repo, "bisect", "reset", check=False)
+    log.write_text(proc.stdout + proc.stderr + "\n# git bisect log\n" + history + "\n")
+    m = re.search(r"^([0-9a-f]{40}) is the first bad commit", proc.stdout, re.MULTILINE)
+    if m:
+        subject = git(repo, "log", "-1", "--format=%s", m.group(1), check=False)
+        text = f"first bad commit {m.group(1)[:12]} ({subject})"
+        return {"summary": text, "first_bad": m.group(1), "subject": subject}
+    why = "a step was flaky (it aborted)" if "exited with error code 255" in \
+        (proc.stdout + proc.stderr) else (proc.stdout + proc.stderr).strip()[-300:]
+    return {"summary": f"git bisect found no first bad commit: {why}"}

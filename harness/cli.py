@@ -659,6 +659,10 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         raise UsageError(f"{the.name} does not run on {args.hierarchy} (its hierarchies: "
                          f"{', '.join(the.hierarchies)})")
     bus = _bus(args)
+    if args.source:
+        if args.metric:
+            raise UsageError("--metric bisects packaged releases only (not --source yet)")
+        return _bisect_source(args, the, target, Path(path_text).resolve(), bus)
     ends = []
     for spec_text in (args.good, args.bad):
         spec = kernels.parse_spec(spec_text)
@@ -719,6 +723,71 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         print(bisect.format_changes(answer["changes"]))
     print(f"kharness: {out}", file=sys.stderr)
     return 0 if answer.get("first_bad") or answer.get("no_change") else 1
+
+
+def _bisect_source(args: argparse.Namespace, the, target, scenario_path: Path,
+                   bus: EventBus) -> int:
+    """`bisect --source path:REPO`: `git bisect run` of a script that builds each commit with
+    `kernel build` and runs the scenario (`--git-step`, below)."""
+    from . import bisect
+    from .kernels import build
+    from .results import ResultsWriter, environment
+    from .runner import Runner
+
+    if not args.source.startswith("path:"):
+        raise UsageError(f"--source {args.source}: give path:/a/linux/git/tree")
+    if not args.config:
+        raise UsageError("--source needs the fragments to build with: --config FRAGMENT...")
+    repo = Path(args.source[5:]).resolve()
+    configs = [str(Path(c).resolve()) for c in args.config]
+    root = (Path(args.results) if args.results else Path("results") / (
+        f"bisect-{the.name.replace('/', '_')}-{args.good}-{args.bad}-src")).resolve()
+    if args.git_step:  # one commit, run by git bisect run: its exit status is the verdict
+        rev = bisect.git(repo, "rev-parse", "HEAD")[:12]
+        try:
+            kernel = build.build(args.source, configs, bus, name=f"bisect-{rev}").kernel
+        except kernels.KernelSpecError as exc:
+            print(f"kharness: {rev}: the build failed: {exc}", file=sys.stderr)
+            return bisect.GIT_SKIP
+
+        def run_once(_release: str, directory: Path, k: int) -> None:
+            accel = _run_accel(args.accel, kernel, bus)
+            writer = ResultsWriter(directory)
+            info = {**environment([kernel], accel), "argv": sys.argv,
+                    "bisect": {"target": args.target, "commit": rev, "repeat": k}}
+            writer.write_run_info(info)
+            runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
+                            accel=accel)
+            with _finishing(runner, writer, info, [], bus):
+                runner.run()
+
+        step = bisect.Stepper(target, root, args.repeat, run_once, bus)(rev)
+        status = bisect.step_exit(step.verdicts, args.good_verdict)
+        with (root / "git-steps.jsonl").open("a") as f:
+            f.write(json.dumps({**step.to_dict(), "commit": rev, "exit": status}) + "\n")
+        return status
+    try:
+        good, bad = bisect.check_tree(repo, args.good, args.bad)
+    except bisect.BisectError as exc:
+        raise UsageError(str(exc)) from None
+    step_args = [str(scenario_path) + (":" + target.check if target.check else ""),
+                 "--git-step", "--source", f"path:{repo}", "--hierarchy", args.hierarchy,
+                 "--repeat", str(args.repeat), "--results", str(root), "--good", good,
+                 "--bad", bad, "--good-verdict", args.good_verdict, "--accel", args.accel,
+                 *[a for c in configs for a in ("--config", c)]]
+    script = bisect.git_script(root, step_args, Path(__file__).resolve().parent.parent,
+                               sys.executable)
+    answer = bisect.git_bisect(repo, good, bad, script, root / "git-bisect.log", bus)
+    steps = []
+    if (root / "git-steps.jsonl").exists():
+        steps = [json.loads(x) for x in (root / "git-steps.jsonl").read_text().splitlines()]
+    (root / "bisect.json").write_text(json.dumps(
+        {"source": str(repo), "good": good, "bad": bad, "target": args.target,
+         "script": str(script), "steps": steps, **answer}, indent=2) + "\n")
+    print(answer["summary"])
+    print(f"kharness: {root / 'bisect.json'} (git's log: {root / 'git-bisect.log'})",
+          file=sys.stderr)
+    return 0 if answer.get("first_bad") else 1
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -1081,6 +1150,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "this from the good end's is bad: a percentage or an amount (default 10%%)")
     p.add_argument("--results", help="directory (default results/bisect-<arguments>: a rerun "
                    "with the same arguments reuses the finished steps)")
+    p.add_argument("--source", metavar="path:TREE", help="bisect the commits of a git kernel "
+                   "tree between --good and --bad (revisions) with `git bisect run`, each "
+                   "built with `kernel build` (its cache, incremental objects)")
+    p.add_argument("--config", action="append", metavar="FRAGMENT",
+                   help="with --source: the kconfig fragments to build with, repeatable")
+    p.add_argument("--good-verdict", choices=["pass", "fail"], default="pass",
+                   help="with --source: the scenario's verdict on the good revision (not run: "
+                   "building it costs a kernel build); default pass")
+    p.add_argument("--git-step", action="store_true", help=argparse.SUPPRESS)
     _accel_and_output(p)
     p.set_defaults(func=cmd_bisect)
 

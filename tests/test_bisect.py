@@ -177,3 +177,72 @@ def test_a_stepper_runs_each_repeat_once_and_reuses_finished_runs(tmp_path):
     absent = bisect.Stepper(bisect.Target("s"), tmp_path, 1, lambda *a: None, EventBus())
     s = absent("6.1.0-53-amd64")
     assert s.verdicts == [None] and "no result in" in s.why
+
+
+def test_a_source_tree_is_bisected_by_git_bisect_run_of_the_script(tmp_path, monkeypatch):
+    import subprocess
+
+    from harness import cli
+
+    repo = tmp_path / "linux"
+    repo.mkdir()
+
+    def sh(*args):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    sh("init", "-q", "-b", "main")
+    commits = []
+    for i, behaviour in enumerate(["pass", "pass", "pass", "fail", "fail"]):
+        (repo / "behaviour").write_text(f"{behaviour} {i}\n")
+        sh("add", "behaviour")
+        sh("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", f"change {i}")
+        commits.append(subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
+                                      capture_output=True, text=True).stdout.strip())
+    # the step a real run builds and boots; here it reads the tree git bisect checked out
+    fake = tmp_path / "fake-kharness"
+    fake.write_text('#!/bin/sh\necho "$@" >> "$FAKE_LOG"\n'
+                    'grep -q pass behaviour && exit 0; exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("KHARNESS", str(fake))
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls"))
+    scenario = "tests/scenarios/bisect/flips-at-53.yaml"
+    out = tmp_path / "b"
+    rc = cli.main(["bisect", scenario, "--source", f"path:{repo}", "--good", commits[0],
+                   "--bad", commits[-1], "--config", "kconfig/base.config", "--results",
+                   str(out), "-q"])
+    assert rc == 0
+    doc = __import__("json").loads((out / "bisect.json").read_text())
+    assert doc["first_bad"] == commits[3] and doc["subject"] == "change 3"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert 1 <= len(calls) <= 3 and all("--git-step" in c and "--good-verdict pass" in c
+                                        for c in calls)
+    # the tree is back where it was
+    head = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert head == "refs/heads/main"
+    assert "git bisect log" in (out / "git-bisect.log").read_text()
+
+
+def test_a_step_exit_status_is_what_git_bisect_run_understands():
+    assert bisect.step_exit(["pass"], "pass") == bisect.GIT_GOOD
+    assert bisect.step_exit(["fail", "fail"], "pass") == bisect.GIT_BAD
+    assert bisect.step_exit(["fail"], "fail") == bisect.GIT_GOOD
+    assert bisect.step_exit([None], "pass") == bisect.GIT_SKIP
+    assert bisect.step_exit(["pass", "fail"], "pass") == bisect.GIT_ABORT
+
+
+def test_a_dirty_tree_or_a_bad_revision_is_refused(tmp_path):
+    import subprocess
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "-C", str(repo), "init", "-q"], check=True)
+    (repo / "f").write_text("1")
+    subprocess.run(["git", "-C", str(repo), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "-m", "one"], check=True)
+    with pytest.raises(bisect.BisectError, match="nosuchrev"):
+        bisect.check_tree(repo, "HEAD", "nosuchrev")
+    (repo / "f").write_text("2")
+    with pytest.raises(bisect.BisectError, match="uncommitted"):
+        bisect.check_tree(repo, "HEAD", "HEAD")
+    with pytest.raises(bisect.BisectError, match="not a git work tree"):
+        bisect.check_tree(tmp_path, "HEAD", "HEAD")
