@@ -196,7 +196,8 @@ def test_a_source_tree_is_bisected_by_git_bisect_run_of_the_script(tmp_path, mon
         sh("add", "behaviour")
         sh("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", f"change {i}")
         commits.append(subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
-                                      capture_output=True, text=True).stdout.strip())
+                                      capture_output=True, text=True, check=True)
+                       .stdout.strip())
     # the step a real run builds and boots; here it reads the tree git bisect checked out
     fake = tmp_path / "fake-kharness"
     fake.write_text('#!/bin/sh\necho "$@" >> "$FAKE_LOG"\n'
@@ -217,7 +218,7 @@ def test_a_source_tree_is_bisected_by_git_bisect_run_of_the_script(tmp_path, mon
                                         for c in calls)
     # the tree is back where it was
     head = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
+                          capture_output=True, text=True, check=True).stdout.strip()
     assert head == "refs/heads/main"
     assert "git bisect log" in (out / "git-bisect.log").read_text()
 
