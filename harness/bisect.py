@@ -33,6 +33,7 @@ from typing import Any
 
 from .events import EventBus
 from .kernels import Kernel, debian
+from .output import atomic_write
 from .results import ScenarioResult
 
 GOOD, BAD, FLAKY, UNTESTABLE = "good", "bad", "flaky", "untestable"
@@ -253,12 +254,11 @@ class Bisection:
         return self.answer
 
     def to_dict(self) -> dict[str, Any]:
-        order = {r: i for i, r in enumerate(self.releases)}
+        """The steps in the order they ran (`releases` gives their order in the range)."""
         return {"target": {"scenario": self.target.scenario, "check": self.target.check},
                 "releases": self.releases, "boots": sum(len(s.verdicts) for s in
                                                         self.steps.values()),
                 "steps": [s.to_dict() for s in self.steps.values()],
-                "in_order": [self.steps[r].to_dict() for r in sorted(self.steps, key=order.get)],
                 **self.answer}
 
 
@@ -368,9 +368,7 @@ def write(directory: Path, bisection: Bisection, started: float) -> Path:
     doc = bisection.to_dict()
     doc["seconds"] = round(time.monotonic() - started, 1)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(doc, indent=2) + "\n")
     return path
 
 

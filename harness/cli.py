@@ -22,7 +22,7 @@ from .channels import ChannelError, CommandResult
 from .console import classify
 from .events import EventBus, TerminalPrinter
 from .machine import BootError, Machine, MachineConfig, detect_accel, memory_mib
-from .output import OutputError, free_bytes
+from .output import OutputError, atomic_write, free_bytes
 
 EXIT_USAGE = 2
 EXIT_BOOT = 3  # the guest did not come up
@@ -628,8 +628,6 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     """The packaged release where a scenario's (or one check's) verdict changed."""
     from . import bisect, scenario
     from .kernels import debian
-    from .results import ResultsWriter, environment
-    from .runner import Runner
     from .units import parse_tolerance
 
     if args.repeat < 1:
@@ -684,18 +682,11 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     accel_kernel: list = []
 
     def run_once(release: str, directory: Path, k: int) -> None:
-        """One run of the scenario on a release into `directory`, as `kharness run` does."""
         kernel = kernels.resolve(debian.spec_of(release), bus)
         if not accel_kernel:
             accel_kernel.append(_run_accel(args.accel, kernel, bus))
-        writer = ResultsWriter(directory)
-        info = {**environment([kernel], accel_kernel[0]), "argv": sys.argv,
-                "bisect": {"target": args.target, "release": release, "repeat": k}}
-        writer.write_run_info(info)
-        runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
-                        accel=accel_kernel[0])
-        with _finishing(runner, writer, info, [], bus):
-            runner.run()
+        _bisect_run(args, the, kernel, accel_kernel[0], directory,
+                    {"target": args.target, "release": release, "repeat": k}, bus)
 
     stepper = bisect.Stepper(target, root, args.repeat, run_once, bus, metric=args.metric)
     bisection = bisect.Bisection(target, releases, stepper, bus, threshold=threshold)
@@ -725,14 +716,27 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return 0 if answer.get("first_bad") or answer.get("no_change") else 1
 
 
+def _bisect_run(args: argparse.Namespace, the, kernel, accel: str, directory: Path,
+                about: dict, bus: EventBus) -> None:
+    """One bisection run: the scenario on one kernel into `directory`, as `kharness run` does
+    (run.json with its ending, results.jsonl, junit.xml)."""
+    from .results import ResultsWriter, environment
+    from .runner import Runner
+
+    writer = ResultsWriter(directory)
+    info = {**environment([kernel], accel), "argv": sys.argv, "bisect": about}
+    writer.write_run_info(info)
+    runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1, accel=accel)
+    with _finishing(runner, writer, info, [], bus):
+        runner.run()
+
+
 def _bisect_source(args: argparse.Namespace, the, target, scenario_path: Path,
                    bus: EventBus) -> int:
     """`bisect --source path:REPO`: `git bisect run` of a script that builds each commit with
     `kernel build` and runs the scenario (`--git-step`, below)."""
     from . import bisect
     from .kernels import build
-    from .results import ResultsWriter, environment
-    from .runner import Runner
 
     if not args.source.startswith("path:"):
         raise UsageError(f"--source {args.source}: give path:/a/linux/git/tree")
@@ -751,15 +755,8 @@ def _bisect_source(args: argparse.Namespace, the, target, scenario_path: Path,
             return bisect.GIT_SKIP
 
         def run_once(_release: str, directory: Path, k: int) -> None:
-            accel = _run_accel(args.accel, kernel, bus)
-            writer = ResultsWriter(directory)
-            info = {**environment([kernel], accel), "argv": sys.argv,
-                    "bisect": {"target": args.target, "commit": rev, "repeat": k}}
-            writer.write_run_info(info)
-            runner = Runner([the], [kernel], [args.hierarchy], writer, bus, jobs=1,
-                            accel=accel)
-            with _finishing(runner, writer, info, [], bus):
-                runner.run()
+            _bisect_run(args, the, kernel, _run_accel(args.accel, kernel, bus), directory,
+                        {"target": args.target, "commit": rev, "repeat": k}, bus)
 
         step = bisect.Stepper(target, root, args.repeat, run_once, bus)(rev)
         status = bisect.step_exit(step.verdicts, args.good_verdict)
@@ -781,7 +778,7 @@ def _bisect_source(args: argparse.Namespace, the, target, scenario_path: Path,
     steps = []
     if (root / "git-steps.jsonl").exists():
         steps = [json.loads(x) for x in (root / "git-steps.jsonl").read_text().splitlines()]
-    (root / "bisect.json").write_text(json.dumps(
+    atomic_write(root / "bisect.json", json.dumps(
         {"source": str(repo), "good": good, "bad": bad, "target": args.target,
          "script": str(script), "steps": steps, **answer}, indent=2) + "\n")
     print(answer["summary"])
