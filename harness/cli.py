@@ -662,7 +662,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             raise UsageError("--metric bisects packaged releases only (not --source yet)")
         return _bisect_source(args, the, target, Path(path_text).resolve(), bus)
     ends = []
-    for spec_text in (args.good, args.bad):
+    for which, spec_text in (("good", args.good), ("bad", args.bad)):
         spec = kernels.parse_spec(spec_text)
         if spec.kind != "debian":
             raise UsageError(f"--good/--bad {spec_text}: bisect goes over Debian's packaged "
@@ -671,8 +671,10 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         if not found:
             raise UsageError(f"{spec_text}: the archive has no such release "
                              "(`kharness kernel list --available`)")
-        ends.append(found[-1] if re.fullmatch(r"\d+\.\d+", spec.value.split("-")[0])
-                    else found[0])
+        # candidates are newest first; a series is its oldest release as the good end and
+        # its newest as the bad end: the widest range it names
+        series_only = re.fullmatch(r"\d+\.\d+", debian.wanted(spec).version)
+        ends.append(found[-1] if series_only and which == "good" else found[0])
     releases = bisect.between(ends[0], ends[1], debian.available(None, bus))
     root = Path(args.results) if args.results else bisect.default_dir(
         target, ends[0], ends[1], args.hierarchy, args.repeat)
@@ -1134,9 +1136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="SCENARIO[:CHECK]", help="a scenario file, optionally a "
                    "check of it: its 1-based number or a piece of its description")
     p.add_argument("--good", required=True, help="the release that behaves as before, e.g. "
-                   "debian:6.1.0-47")
+                   "debian:6.1.0-47 (a series, debian:6.1, is its oldest release); with "
+                   "--source a revision")
     p.add_argument("--bad", required=True, help="the release that does not, e.g. "
-                   "debian:6.12.118+deb12")
+                   "debian:6.12.118+deb12 (a series is its newest); with --source a revision")
     p.add_argument("--hierarchy", choices=["v1", "v2"], default="v2", help="default v2")
     p.add_argument("--repeat", type=int, default=1, help="runs per step; different verdicts "
                    "make the step flaky (default 1)")
