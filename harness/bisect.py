@@ -35,6 +35,7 @@ from .events import EventBus
 from .kernels import Kernel, debian
 from .output import atomic_write
 from .results import ScenarioResult
+from .scenario import release_series
 
 GOOD, BAD, FLAKY, UNTESTABLE = "good", "bad", "flaky", "untestable"
 
@@ -129,11 +130,6 @@ def between(good: str, bad: str, releases: Sequence[str]) -> list[str]:
            <= key(debian.split_release(hi)[0])]
     out = sorted(set(out) | {good, bad}, key=lambda r: key(debian.split_release(r)[0]))
     return out if out[0] == good else out[::-1]
-
-
-def series(release: str) -> str:
-    m = re.match(r"(\d+\.\d+)", release)
-    return m.group(1) if m else release
 
 
 @dataclass
@@ -239,14 +235,13 @@ class Bisection:
                     f"{last_good}, {self.steps[first_bad].verdicts[0]} on {first_bad})")
         if untested:
             text += f"; untestable in between: {', '.join(untested)}"
-        if series(last_good) != series(first_bad):
-            text += (f"; at the series boundary {series(last_good)} -> {series(first_bad)}: "
-                     f"{last_good} is the last {series(last_good)} release and {first_bad} "
-                     f"the first {series(first_bad)} one here, so the packaged releases "
-                     "cannot narrow it further (the change is upstream between "
-                     f"v{series(last_good)} and v{series(first_bad)})")
-        return self._end(text, last_good=last_good, first_bad=first_bad,
-                         boundary=series(last_good) != series(first_bad))
+        was, now = release_series(last_good), release_series(first_bad)
+        if was != now:
+            text += (f"; at the series boundary {was} -> {now}: {last_good} is the last {was} "
+                     f"release and {first_bad} the first {now} one here, so the packaged "
+                     f"releases cannot narrow it further (the change is upstream between v{was} "
+                     f"and v{now})")
+        return self._end(text, last_good=last_good, first_bad=first_bad, boundary=was != now)
 
     def _end(self, text: str, **answer: Any) -> dict[str, Any]:
         self.answer = {"summary": text, **answer}
@@ -268,7 +263,7 @@ def changes(last_good: Kernel, first_bad: Kernel, most: int = 40) -> dict[str, A
     changelog to read (not a Debian package, or two series: separate changelogs)."""
     from .kernels import changelog
 
-    if series(last_good.release) != series(first_bad.release):
+    if release_series(last_good.release) != release_series(first_bad.release):
         return None
     after = (last_good.origin or {}).get("package_version")
     upto = (first_bad.origin or {}).get("package_version")

@@ -158,7 +158,7 @@ class Backtrace:
 
 # --- gdb -----------------------------------------------------------------------------------------
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # gdb styles its output on a terminal
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # gdb styles its output on a terminal
 _GDB_FRAME = re.compile(r"\s*#(\d+)\s+(?:(0x[0-9a-fA-F]+) in )?(.*)")
 _GDB_AT = re.compile(r"at (\S.*):(\d+)")
 _GDB_FROM = re.compile(r"from (\S.*)")
@@ -167,7 +167,7 @@ _TRUNCATION = re.compile(r"\(frames past (\S+) dropped\b")
 
 
 def _clean(text: str) -> list[str]:
-    return _ANSI.sub("", text).replace("\r", "").splitlines()
+    return ANSI.sub("", text).replace("\r", "").splitlines()
 
 
 def _closing_paren(text: str, start: int) -> int:
@@ -321,7 +321,7 @@ def format_gdb(bt: Backtrace) -> str:
 
 # --- dmesg ---------------------------------------------------------------------------------------
 
-_TIMESTAMP = re.compile(r"^\s*\[\s*\d+\.\d+\](?:\[\s*[CT]\d+\])?")
+PRINTK_PREFIX = re.compile(r"^\s*\[\s*\d+\.\d+\](?:\[\s*[CT]\d+\])?")  # [ 1.2][T42]
 _DMESG_FRAME = re.compile(
     r"(?:^|\s)(?P<unreliable>\?\s+)?"
     r"(?:(?P<function>[A-Za-z_.$][\w.$]*)\+(?P<offset>0x[0-9a-f]+/0x[0-9a-f]+)"
@@ -342,7 +342,7 @@ def parse_dmesg_trace(text: str) -> Backtrace:
     line of the text up to a ``</TASK>``. comm and pid come from the closest ``CPU: N PID: N Comm:
     NAME`` line above the trace. Raises ValueError when there is no frame.
     """
-    lines = [_TIMESTAMP.sub("", ln) for ln in _clean(text)]
+    lines = [PRINTK_PREFIX.sub("", ln) for ln in _clean(text)]
     header = next((i for i, ln in enumerate(lines) if ln.strip() == "Call Trace:"), None)
     frames: list[Frame] = []
     start = 0 if header is None else header + 1

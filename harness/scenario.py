@@ -253,6 +253,15 @@ def release_version(release: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def release_series(release: str) -> str:
+    """`"6.12.117+deb12-amd64"` -> `"6.12"`; what is not a release comes back as it is."""
+    try:
+        major, minor, _ = release_version(release)
+    except ValueError:
+        return release
+    return f"{major}.{minor}"
+
+
 def release_numbers(release: str) -> tuple[int, int, int, int]:
     """The version with Debian's ABI number as a fourth: `"6.1.0-57-amd64"` -> (6, 1, 0, 57),
     `"6.12.117+deb12-amd64"` -> (6, 12, 117, 0), `"6.1.0-57-rt-amd64"` -> (6, 1, 0, 57)."""

@@ -157,11 +157,9 @@ class PastedTrace:
 
 # --- the text ------------------------------------------------------------------------------------
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+")  # e-mail quoting: "> ", "> > ", ">>"
 _JOURNAL = re.compile(r"^\s*(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
                       r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ kernel: ?")
-_PRINTK = re.compile(r"^\s*\[\s*\d+\.\d+\](?:\[\s*[CT]\d+\])?")
 
 
 def _split(text: str) -> tuple[list[str], list[bool]]:
@@ -172,9 +170,9 @@ def _split(text: str) -> tuple[list[str], list[bool]]:
     told apart by it.
     """
     lines, stamped = [], []
-    for line in _ANSI.sub("", text).replace("\r", "").split("\n"):
+    for line in frames.ANSI.sub("", text).replace("\r", "").split("\n"):
         line = _JOURNAL.sub("", _QUOTE.sub("", line))
-        bare = _PRINTK.sub("", line)
+        bare = frames.PRINTK_PREFIX.sub("", line)
         lines.append(bare.rstrip())
         stamped.append(bare != line)
     return lines, stamped

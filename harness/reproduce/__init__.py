@@ -62,7 +62,7 @@ from .names import (
                       pasted_chain,
                       resolve,
 )
-from .plan import COUNT, KernelPlan, plan_kernel, scenario_doc, series, write_scenario
+from .plan import COUNT, KernelPlan, plan_kernel, scenario_doc, write_scenario
 from .workload import (
                       CGROUP,
                       DEFAULT_LIMIT,
@@ -122,6 +122,5 @@ __all__ = [
                       "resolve",
                       "scenario_doc",
                       "script_text",
-                      "series",
                       "write_scenario",
 ]

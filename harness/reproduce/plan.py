@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 
 from ..frames import is_entry_function
 from ..kernels.functions import ABSENT, INLINED, SYMBOL, FunctionInfo
+from ..scenario import release_series
 from ..traces import PastedTrace
 from .names import Resolved, is_memcg, pasted_chain, resolve
 from .workload import NUMA_FAULT_FUNCTIONS, Recipe, Workload
@@ -106,11 +106,6 @@ def plan_kernel(trace: PastedTrace, release: str, infos: dict[str, FunctionInfo]
     return plan
 
 
-def series(release: str) -> str:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return f"{m.group(1)}.{m.group(2)}" if m else release
-
-
 def scenario_doc(trace: PastedTrace, workload: Workload, plans: Sequence[KernelPlan],
                  source: str, frames: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The reproduction as a scenario: one breakpoint per distinct plan (`when: kernel` by
@@ -126,7 +121,7 @@ def scenario_doc(trace: PastedTrace, workload: Workload, plans: Sequence[KernelP
     for (location, callers, want), members in groups.items():
         bp: dict[str, Any] = {"function": location, "count": COUNT, "hits": [1, COUNT]}
         if len(groups) > 1:
-            bp["when"] = {"kernel": ",".join(sorted({f"=={series(m.release)}"
+            bp["when"] = {"kernel": ",".join(sorted({f"=={release_series(m.release)}"
                                                       for m in members}))}
         if workload.comm:
             bp["comm"] = workload.comm
