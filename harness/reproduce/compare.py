@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..frames import Backtrace, base_function, format_backtrace
+from ..frames import GDB, Backtrace, base_function, format_backtrace
 from ..results import ScenarioResult
 from ..traces import PastedTrace
 from ..units import format_size
@@ -113,17 +113,14 @@ def compare(plan: KernelPlan, trace: PastedTrace, bt: Backtrace | None,
         for extra in got_names[last_j + 1:j]:
             rows.append(FrameMatch(EXTRA, None, extra))
         last_j = j
-        pasted_inlined = pasted_frames.get(r.pasted).inlined if r.pasted in pasted_frames \
-            else False
+        pasted = pasted_frames.get(r.pasted)
+        from_gdb = trace.backtrace.source == GDB
         if r.renamed:
             rows.append(FrameMatch(RENAMED, r.pasted, r.name, r.why))
-        elif got[j].inlined and not pasted_inlined and trace.backtrace.source == "gdb":
-            rows.append(FrameMatch(INLINED_NOW, r.pasted, r.name,
-                                   f"inlined in {plan.release}"))
-        elif got[j].inlined and trace.backtrace.source != "gdb":
-            rows.append(FrameMatch(INLINED_NOW, r.pasted, r.name,
-                                   f"inlined in {plan.release} (the paste's unwinder shows "
-                                   "no inlined frames)"))
+        elif got[j].inlined and not (from_gdb and pasted is not None and pasted.inlined):
+            rows.append(FrameMatch(INLINED_NOW, r.pasted, r.name, f"inlined in {plan.release}"
+                                   + ("" if from_gdb else " (the paste's unwinder shows no "
+                                                          "inlined frames)")))
         else:
             rows.append(FrameMatch(MATCHED, r.pasted, r.name))
     return Comparison(plan.release, rows, hit, bt)
