@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Wall time of a bisection over packaged releases, as a user runs it.
+"""Wall time of a bisection over packaged releases, as a user runs it. (Not bench/bisect.py:
+that name would shadow the standard library's bisect for every script in bench/.)
 
-    .venv/bin/python bench/bisect.py [--good debian:6.1.0-50] [--bad debian:6.1.0-57]
+    .venv/bin/python bench/releases_bisect.py [--good debian:6.1.0-50] [--bad debian:6.1.0-57]
                                      [--scenario tests/scenarios/bisect/flips-at-53.yaml]
 
 Runs `kharness bisect` twice in a fresh results directory: once (kernels the cache lacks are
